@@ -1,0 +1,1 @@
+"""Auto-instrumentation for web frameworks and HTTP clients; each module patches one library."""

@@ -1,0 +1,1 @@
+"""Trace-context propagation formats (filled by the propagation work)."""

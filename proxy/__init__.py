@@ -1,0 +1,1 @@
+"""The meshtrace sidecar proxy."""
