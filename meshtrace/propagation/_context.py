@@ -12,8 +12,10 @@ __all__ = [
     "get_request_id",
     "get_sampling_hint",
     "is_debug",
+    "is_sampling_deferred",
     "set_debug",
     "set_request_id",
+    "set_sampling_deferred",
     "set_sampling_hint",
 ]
 
@@ -49,3 +51,16 @@ def get_sampling_hint(context: Context | None = None) -> bool | None:
 
 def set_sampling_hint(sampled: bool, context: Context | None = None) -> Context:
     return set_value(_SAMPLING_HINT, sampled, context)
+
+
+_DEFERRED = create_key("meshtrace-sampling-deferred")
+
+
+def is_sampling_deferred(context: Context | None = None) -> bool:
+    """True when trace ids arrived without a sampling decision (B3 with no `X-B3-Sampled`, OT with no
+    `ot-tracer-sampled`): the receiver may decide, and a forwarded remote context stays undecided."""
+    return get_value(_DEFERRED, context) is True
+
+
+def set_sampling_deferred(deferred: bool, context: Context | None = None) -> Context:
+    return set_value(_DEFERRED, deferred, context)

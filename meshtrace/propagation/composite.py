@@ -1,0 +1,152 @@
+"""MeshPropagator: reads every trace format (first valid wins), writes every configured one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final
+
+from opentelemetry import baggage as otel_baggage
+from opentelemetry.context import Context
+from opentelemetry.propagators import textmap
+
+from meshtrace.errors import ConfigError
+from meshtrace.propagation import _prefixed, b3, baggage, jaeger, ottrace, requestid, tracecontext
+from meshtrace.propagation._common import Extracted, Headers, Outgoing, emit
+
+__all__ = ["DEFAULT_FORMATS", "ENV_VAR", "MeshPropagator", "parse_formats"]
+
+ENV_VAR: Final = "MESHTRACE_PROPAGATORS"
+DEFAULT_FORMATS: Final[tuple[str, ...]] = ("tracecontext", "baggage", "b3multi", "b3", "jaeger", "ottrace")
+_ALIASES: Final[dict[str, tuple[str, ...]]] = {
+    "b3single": ("b3",),
+    "w3c": ("tracecontext", "baggage"),
+}
+
+_Render = Callable[[Outgoing], Iterator[tuple[str, str]]]
+_RENDERERS: Final[dict[str, _Render]] = {
+    "tracecontext": tracecontext.render,
+    "baggage": baggage.render,
+    "b3multi": b3.render_multi,
+    "b3": b3.render_single,
+    "jaeger": jaeger.render,
+    "ottrace": ottrace.render,
+}
+# REFERENCE.md §1 precedence: the first format that yields a context (or a bare decision) wins.
+_PRECEDENCE: Final[tuple[Callable[[Headers], Extracted | None], ...]] = (
+    tracecontext.parse,
+    b3.parse_single,
+    b3.parse_multi,
+    jaeger.parse,
+    ottrace.parse,
+)
+_ALL_FIELDS: Final = frozenset(
+    {
+        tracecontext.TRACEPARENT,
+        tracecontext.TRACESTATE,
+        baggage.HEADER,
+        b3.SINGLE,
+        b3.TRACE_ID,
+        b3.SPAN_ID,
+        b3.PARENT_SPAN_ID,
+        b3.SAMPLED,
+        b3.FLAGS,
+        jaeger.TRACE_HEADER,
+        ottrace.TRACE_ID,
+        ottrace.SPAN_ID,
+        ottrace.SAMPLED,
+        requestid.HEADER,
+    }
+)
+
+
+def parse_formats(formats: Sequence[str] | str | None) -> tuple[str, ...]:
+    """Canonical format names, in order, without duplicates; ConfigError names the bad value and its source.
+
+    None reads MESHTRACE_PROPAGATORS (a comma list; unset or blank means every format). `none` alone means
+    no trace format (x-request-id is still copied).
+    """
+    if formats is None:
+        raw = os.environ.get(ENV_VAR, "")
+        if not raw.strip():
+            return DEFAULT_FORMATS
+        names: Sequence[str] = raw.split(",")
+        source = f"environment variable {ENV_VAR}"
+    else:
+        names = formats.split(",") if isinstance(formats, str) else formats
+        source = "argument formats"
+    chosen: list[str] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"format names must be strings, got {name!r}", source=source)
+        key = name.strip().lower()
+        if not key or key == "none":
+            continue
+        expanded = _ALIASES.get(key, (key,))
+        for canonical in expanded:
+            if canonical not in _RENDERERS:
+                known = ", ".join([*DEFAULT_FORMATS, *_ALIASES, "none"])
+                raise ConfigError(f"unknown propagation format {name.strip()!r} (known: {known})", source=source)
+            if canonical not in chosen:
+                chosen.append(canonical)
+    return tuple(chosen)
+
+
+class MeshPropagator(textmap.TextMapPropagator):
+    """Every format in, the configured formats out, so mixed fleets keep one trace.
+
+    Extraction always understands every format, in the precedence `traceparent`, `b3`, `X-B3-*`,
+    `uber-trace-id`, `ot-tracer-*`; it also collects baggage from `baggage`, `uberctx-*` and `ot-baggage-*`
+    (W3C wins on a clash) and `x-request-id`. Injection writes each configured format from the one current
+    span context, plus `x-request-id`. Malformed headers are ignored, never raised.
+    """
+
+    def __init__(self, formats: Sequence[str] | None = None) -> None:
+        self._formats = parse_formats(formats)
+        self._renderers: tuple[_Render, ...] = (*(_RENDERERS[name] for name in self._formats), requestid.render)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return self._formats
+
+    def __repr__(self) -> str:
+        return f"MeshPropagator(formats={list(self._formats)!r})"
+
+    def extract(
+        self,
+        carrier: textmap.CarrierT,
+        context: Context | None = None,
+        getter: textmap.Getter[textmap.CarrierT] | None = None,
+    ) -> Context:
+        context = Context() if context is None else context
+        headers = Headers(carrier, getter)
+        for parse in _PRECEDENCE:
+            found = parse(headers)
+            if found is not None:
+                context = found.apply(context)
+                break
+        context = _extract_prefixed_baggage(headers, context)
+        context = baggage.extract(headers, context)  # last, so that W3C baggage wins a clash
+        return requestid.extract(headers, context)
+
+    def inject(
+        self,
+        carrier: textmap.CarrierT,
+        context: Context | None = None,
+        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
+    ) -> None:
+        out = Outgoing.of(context)
+        for render in self._renderers:
+            emit(carrier, setter, render(out))
+
+    @property
+    def fields(self) -> set[str]:
+        return set(_ALL_FIELDS)
+
+
+def _extract_prefixed_baggage(headers: Headers, context: Context) -> Context:
+    """`ot-baggage-*` then `uberctx-*`, so Jaeger wins a clash between the two."""
+    for pairs in (ottrace.parse_baggage(headers), jaeger.parse_baggage(headers)):
+        for key, value in _prefixed.bounded(pairs):
+            context = otel_baggage.set_baggage(key, value, context)
+    return context

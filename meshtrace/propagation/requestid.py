@@ -1,0 +1,61 @@
+"""Envoy's `x-request-id`, copied unchanged from the inbound request to every outbound call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+from opentelemetry.context import Context
+from opentelemetry.propagators import textmap
+
+from meshtrace.propagation._common import Headers, Outgoing, emit, visible_value
+from meshtrace.propagation._context import get_request_id, set_request_id
+
+__all__ = ["RequestIdPropagator"]
+
+HEADER: Final = "x-request-id"
+# Envoy makes UUIDs, but any opaque id is passed on; the bound keeps a hostile value from being amplified.
+_MAX_LENGTH: Final = 1024
+
+
+def parse(headers: Headers) -> str | None:
+    value = headers.first(HEADER)
+    if not value or len(value) > _MAX_LENGTH or not visible_value(value):
+        return None
+    return value
+
+
+def extract(headers: Headers, context: Context) -> Context:
+    request_id = parse(headers)
+    return context if request_id is None else set_request_id(request_id, context)
+
+
+def render(out: Outgoing) -> Iterator[tuple[str, str]]:
+    request_id = get_request_id(out.context)
+    # Checked again on the way out: the id may have been set by code, and must not break the header.
+    if request_id and len(request_id) <= _MAX_LENGTH and visible_value(request_id):
+        yield HEADER, request_id
+
+
+class RequestIdPropagator(textmap.TextMapPropagator):
+    """`x-request-id` in, the same `x-request-id` out."""
+
+    def extract(
+        self,
+        carrier: textmap.CarrierT,
+        context: Context | None = None,
+        getter: textmap.Getter[textmap.CarrierT] | None = None,
+    ) -> Context:
+        return extract(Headers(carrier, getter), Context() if context is None else context)
+
+    def inject(
+        self,
+        carrier: textmap.CarrierT,
+        context: Context | None = None,
+        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
+    ) -> None:
+        emit(carrier, setter, render(Outgoing.of(context)))
+
+    @property
+    def fields(self) -> set[str]:
+        return {HEADER}
