@@ -1,0 +1,78 @@
+"""The batch span processor: never blocks the caller, drops and counts when full, survives fork().
+
+Theory of operation. Ending a span only appends it to the SDK BatchSpanProcessor's bounded deque (no lock is
+held across I/O, so a slow or dead backend never reaches the request path); a daemon worker thread exports
+from the deque in batches. Two things are added to the SDK processor:
+
+- A full queue refuses the *new* span and counts it in `spans_dropped` (the SDK deque would silently push
+  out the oldest and log a warning per span). The length check and the append are done under one small
+  lock so concurrent producers cannot overfill the deque behind our back; the worker only ever shrinks it.
+- `shutdown(timeout_millis)` honours its deadline (the SDK's span processor waits up to 30 s).
+
+fork(): the SDK BatchProcessor registers `os.register_at_fork(after_in_child=...)`, which gives the child a
+new worker thread, a new lock and an empty queue (spans queued in the parent are the parent's to export).
+Our own lock is replaced in the child the same way, in case another parent thread held it at fork time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Sized
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from meshtrace import counters
+
+__all__ = ["DroppingBatchSpanProcessor"]
+
+
+class DroppingBatchSpanProcessor(BatchSpanProcessor):
+    """BatchSpanProcessor that drops (and counts) new spans when its queue is full."""
+
+    def __init__(
+        self,
+        span_exporter: SpanExporter,
+        max_queue_size: int | None = None,
+        schedule_delay_millis: float | None = None,
+        max_export_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(span_exporter, max_queue_size, schedule_delay_millis, max_export_batch_size)
+        self._enqueue_lock = threading.Lock()
+        inner: Any = getattr(self, "_batch_processor", None)
+        # Private SDK state, read defensively: without it we fall back to the SDK's own drop-oldest policy.
+        self._queue: Sized | None = getattr(inner, "_queue", None)
+        self._max_queue_size: int = int(getattr(inner, "_max_queue_size", 0))
+        if hasattr(os, "register_at_fork"):
+            weak_self = weakref.ref(self)
+
+            def _reinit_lock() -> None:
+                if (processor := weak_self()) is not None:
+                    processor._enqueue_lock = threading.Lock()
+
+            os.register_at_fork(after_in_child=_reinit_lock)
+
+    @property
+    def exporter(self) -> SpanExporter:
+        exporter: SpanExporter = self.span_exporter
+        return exporter
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        queue = self._queue
+        if queue is None or self._max_queue_size <= 0:
+            super().on_end(span)
+            return
+        with self._enqueue_lock:
+            if len(queue) >= self._max_queue_size:
+                counters.increment("spans_dropped")
+                return
+            super().on_end(span)
+
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        inner: Any = self._batch_processor
+        inner.shutdown(timeout_millis)

@@ -1,0 +1,81 @@
+"""Samplers: the OpenTelemetry ones by name, wrapped so an upstream decision in any header format wins.
+
+An OpenTelemetry SpanContext cannot carry a decision without trace ids, yet `b3: 0` is exactly that: "do not
+sample, whatever you are". The propagation formats record such decisions (and debug forces) as a sampling
+hint in the context; HintedSampler reads it before asking the configured sampler:
+
+- hint False (a bare deny)                 -> DROP, even without a valid parent;
+- hint True, or a debug trace              -> RECORD_AND_SAMPLE, even when the sampler would drop;
+- no hint                                  -> the configured sampler (parent-based ones follow the parent's flag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind, get_current_span
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+from meshtrace.propagation._context import get_sampling_hint, is_debug
+
+__all__ = ["HintedSampler", "build_sampler"]
+
+
+def build_sampler(name: str, ratio: float = 1.0) -> Sampler:
+    """The OpenTelemetry sampler called `name` (OTEL_TRACES_SAMPLER spelling); ratio for the ratio ones."""
+    if name == "always_on":
+        return ALWAYS_ON
+    if name == "always_off":
+        return ALWAYS_OFF
+    if name == "traceidratio":
+        return TraceIdRatioBased(ratio)
+    if name == "parentbased_always_on":
+        return ParentBased(ALWAYS_ON)
+    if name == "parentbased_always_off":
+        return ParentBased(ALWAYS_OFF)
+    if name == "parentbased_traceidratio":
+        return ParentBased(TraceIdRatioBased(ratio))
+    raise ValueError(f"unknown sampler {name!r}")
+
+
+class HintedSampler(Sampler):
+    """Honour a sampling hint or debug flag from the incoming headers, else defer to `delegate`."""
+
+    def __init__(self, delegate: Sampler) -> None:
+        self.delegate = delegate
+
+    def should_sample(  # noqa: PLR0917  (the SDK Sampler signature)
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        hint = get_sampling_hint(parent_context)
+        if hint is True or is_debug(parent_context):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, _parent_trace_state(parent_context))
+        if hint is False:
+            return SamplingResult(Decision.DROP, None, _parent_trace_state(parent_context))
+        return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"HintedSampler{{{self.delegate.get_description()}}}"
+
+
+def _parent_trace_state(parent_context: Context | None) -> TraceState | None:
+    span_context = get_current_span(parent_context).get_span_context()
+    return span_context.trace_state if span_context.is_valid else None

@@ -1,0 +1,111 @@
+"""Samplers by OTel name, and the hint wrapper: a bare `b3: 0` deny drops, debug forces, else the sampler."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, Sampler
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from meshtrace.propagation._context import set_debug, set_sampling_hint
+from meshtrace.sampling import HintedSampler, build_sampler
+from meshtrace.settings import SAMPLERS
+
+TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+LOW_TRACE_ID = 0x1  # below every ratio bound: sampled by any ratio > 0
+HIGH_TRACE_ID = 0xFFFFFFFFFFFFFFFF  # above every ratio bound < 1: dropped by any ratio < 1
+
+
+def remote_parent(sampled: bool, context: Context | None = None) -> Context:
+    span_context = SpanContext(TRACE_ID, 0xB7AD6B7169203331, is_remote=True,
+                               trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+                               trace_state=TraceState([("vendor", "v1")]))
+    return trace.set_span_in_context(NonRecordingSpan(span_context), context)
+
+
+def decide(sampler: Sampler, context: Context | None, trace_id: int = TRACE_ID) -> Decision:
+    return sampler.should_sample(context, trace_id, "op").decision
+
+
+SAMPLE, DROP = Decision.RECORD_AND_SAMPLE, Decision.DROP
+
+
+@pytest.mark.parametrize(("name", "root", "sampled_parent", "unsampled_parent"), [
+    ("parentbased_always_on", SAMPLE, SAMPLE, DROP),
+    ("parentbased_always_off", DROP, SAMPLE, DROP),
+    ("always_on", SAMPLE, SAMPLE, SAMPLE),
+    ("always_off", DROP, DROP, DROP),
+])
+def test_named_samplers(name: str, root: Decision, sampled_parent: Decision, unsampled_parent: Decision) -> None:
+    sampler = HintedSampler(build_sampler(name))
+    assert decide(sampler, None) is root
+    assert decide(sampler, remote_parent(True)) is sampled_parent
+    assert decide(sampler, remote_parent(False)) is unsampled_parent
+
+
+def test_every_settings_name_builds() -> None:
+    for name in SAMPLERS:
+        assert isinstance(build_sampler(name, 0.5), Sampler)
+    with pytest.raises(ValueError, match="unknown sampler 'x'"):
+        build_sampler("x")
+
+
+def test_ratio_samplers_use_the_ratio_and_parent_based_one_follows_parent() -> None:
+    ratio = HintedSampler(build_sampler("traceidratio", 0.5))
+    assert decide(ratio, None, LOW_TRACE_ID) is SAMPLE
+    assert decide(ratio, None, HIGH_TRACE_ID) is DROP
+    assert decide(ratio, remote_parent(True), HIGH_TRACE_ID) is DROP  # plain ratio ignores the parent
+    parent_based = HintedSampler(build_sampler("parentbased_traceidratio", 0.5))
+    assert decide(parent_based, None, HIGH_TRACE_ID) is DROP
+    assert decide(parent_based, remote_parent(True), HIGH_TRACE_ID) is SAMPLE
+    assert decide(parent_based, remote_parent(False), LOW_TRACE_ID) is DROP
+    assert decide(HintedSampler(build_sampler("traceidratio", 0.0)), None, LOW_TRACE_ID) is DROP
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_bare_deny_drops_without_a_parent(name: str) -> None:
+    """`b3: 0` carries no ids: the context holds no valid span, only the hint."""
+    context = set_sampling_hint(False)
+    assert not trace.get_current_span(context).get_span_context().is_valid
+    assert decide(HintedSampler(build_sampler(name)), context, LOW_TRACE_ID) is DROP
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_debug_hint_forces_sampling(name: str) -> None:
+    sampler = HintedSampler(build_sampler(name, 0.0))
+    assert decide(sampler, set_sampling_hint(True), HIGH_TRACE_ID) is SAMPLE
+    assert decide(sampler, set_debug(True, remote_parent(False)), HIGH_TRACE_ID) is SAMPLE
+
+
+def test_hint_decisions_keep_the_parent_trace_state() -> None:
+    sampler = HintedSampler(ALWAYS_OFF)
+    result = sampler.should_sample(set_sampling_hint(True, remote_parent(True)), TRACE_ID, "op",
+                                   attributes={"a": 1})
+    assert result.decision is SAMPLE
+    assert result.trace_state == TraceState([("vendor", "v1")])
+    assert dict(result.attributes) == {"a": 1}
+    dropped = HintedSampler(ALWAYS_ON).should_sample(set_sampling_hint(False, remote_parent(True)), TRACE_ID, "op")
+    assert dropped.decision is DROP
+    assert dropped.trace_state == TraceState([("vendor", "v1")])
+
+
+def test_no_hint_defers_to_the_delegate_unchanged() -> None:
+    assert decide(HintedSampler(ALWAYS_ON), Context()) is SAMPLE
+    assert decide(HintedSampler(ALWAYS_OFF), Context()) is DROP
+    assert decide(HintedSampler(ALWAYS_ON), set_debug(False)) is SAMPLE
+    assert HintedSampler(ALWAYS_ON).get_description() == "HintedSampler{AlwaysOnSampler}"
+
+
+def test_in_a_provider_a_deny_makes_an_unsampled_span_and_its_children_follow() -> None:
+    provider = TracerProvider(sampler=HintedSampler(build_sampler("parentbased_always_on")), shutdown_on_exit=False)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("server", context=set_sampling_hint(False)) as server:
+        assert not server.is_recording()
+        assert server.get_span_context().is_valid  # downstream still gets ids, with sampled=0
+        assert not server.get_span_context().trace_flags.sampled
+        with tracer.start_as_current_span("client") as client:
+            assert not client.is_recording()
+    with tracer.start_as_current_span("server", context=set_sampling_hint(True)) as forced:
+        assert forced.get_span_context().trace_flags.sampled
