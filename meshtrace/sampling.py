@@ -6,7 +6,10 @@ hint in the context; HintedSampler reads it before asking the configured sampler
 
 - hint False (a bare deny)                 -> DROP, even without a valid parent;
 - hint True, or a debug trace              -> RECORD_AND_SAMPLE, even when the sampler would drop;
-- no hint                                  -> the configured sampler (parent-based ones follow the parent's flag).
+- ids without a decision (B3 or OT with no sampled header, "deferred"), on the remote parent itself
+                                           -> the configured sampler decides as for a root span (the span
+                                              still joins the incoming trace; its trace state is kept);
+- otherwise                                -> the configured sampler (parent-based ones follow the parent's flag).
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanKind, get_current_span
+from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, get_current_span, set_span_in_context
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from meshtrace.propagation._context import get_sampling_hint, is_debug
+from meshtrace.propagation._context import get_sampling_hint, is_debug, is_sampling_deferred
 
 __all__ = ["HintedSampler", "build_sampler"]
 
@@ -70,6 +73,12 @@ class HintedSampler(Sampler):
             return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, _parent_trace_state(parent_context))
         if hint is False:
             return SamplingResult(Decision.DROP, None, _parent_trace_state(parent_context))
+        parent = get_current_span(parent_context).get_span_context()
+        if parent.is_valid and parent.is_remote and is_sampling_deferred(parent_context):
+            # Hide the undecided parent so a parent-based sampler uses its root sampler on this trace id.
+            as_root = set_span_in_context(INVALID_SPAN, parent_context)
+            result = self.delegate.should_sample(as_root, trace_id, name, kind, attributes, links, trace_state)
+            return SamplingResult(result.decision, result.attributes, parent.trace_state)
         return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:

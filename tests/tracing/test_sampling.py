@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, Sampler
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from meshtrace.propagation._context import set_debug, set_sampling_hint
+from meshtrace.propagation._context import set_debug, set_sampling_deferred, set_sampling_hint
 from meshtrace.sampling import HintedSampler, build_sampler
 from meshtrace.settings import SAMPLERS
 
@@ -109,3 +109,26 @@ def test_in_a_provider_a_deny_makes_an_unsampled_span_and_its_children_follow() 
             assert not client.is_recording()
     with tracer.start_as_current_span("server", context=set_sampling_hint(True)) as forced:
         assert forced.get_span_context().trace_flags.sampled
+
+
+def test_deferred_decision_is_taken_by_the_root_sampler_on_the_incoming_trace() -> None:
+    """B3 ids without X-B3-Sampled: the receiver decides (the propagator marks the context deferred)."""
+    deferred = set_sampling_deferred(True, remote_parent(False))
+    assert decide(HintedSampler(build_sampler("parentbased_always_on")), deferred) is SAMPLE
+    assert decide(HintedSampler(build_sampler("parentbased_always_off")), deferred) is DROP
+    ratio = HintedSampler(build_sampler("parentbased_traceidratio", 0.5))
+    assert decide(ratio, deferred, LOW_TRACE_ID) is SAMPLE
+    assert decide(ratio, deferred, HIGH_TRACE_ID) is DROP
+    result = HintedSampler(build_sampler("parentbased_always_on")).should_sample(deferred, TRACE_ID, "op")
+    assert result.trace_state == TraceState([("vendor", "v1")])
+
+    provider = TracerProvider(sampler=HintedSampler(build_sampler("parentbased_always_on")), shutdown_on_exit=False)
+    with provider.get_tracer("t").start_as_current_span("server", context=deferred) as server:
+        assert server.get_span_context().trace_id == TRACE_ID  # joined the incoming trace
+        assert server.get_span_context().trace_flags.sampled
+
+
+def test_an_undecided_flag_on_a_local_parent_changes_nothing() -> None:
+    local = SpanContext(TRACE_ID, 0xB7AD6B7169203331, is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    context = set_sampling_deferred(True, trace.set_span_in_context(NonRecordingSpan(local)))
+    assert decide(HintedSampler(build_sampler("parentbased_always_on")), context) is DROP
