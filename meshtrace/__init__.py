@@ -2,5 +2,6 @@
 
 from meshtrace._version import __version__
 from meshtrace.errors import ConfigError, MeshtraceError
+from meshtrace.tracing import configure, get_tracer, shutdown, stats
 
-__all__ = ["ConfigError", "MeshtraceError", "__version__"]
+__all__ = ["ConfigError", "MeshtraceError", "__version__", "configure", "get_tracer", "shutdown", "stats"]
