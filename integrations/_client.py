@@ -1,0 +1,105 @@
+"""Client spans for HTTP clients (requests, httpx): one CLIENT span per attempt, headers injected.
+
+Theory of operation. `ClientTracer.start(method, url, headers)` returns None when the current context
+suppresses instrumentation (the exporter's own calls, or an outer client layer — ours or OpenTelemetry's —
+already tracing this call). Otherwise it starts a CLIENT span under the current context, injects every
+configured format (plus baggage and `x-request-id`, which ride in the context) with the global propagator,
+and attaches a context that holds the span and OpenTelemetry's suppress-HTTP key, so no layer below makes a
+second span. `_Call.done(status)` / `_Call.fail(exc)` detach and end it. Every step is guarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from meshtrace.integrations._base import log_failure
+from meshtrace.integrations._common import SUPPRESS_HTTP_KEY, TracerCache, host_and_port, is_suppressed
+
+__all__ = ["ClientTracer", "split_url"]
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+_ERROR = Status(StatusCode.ERROR)
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """`(scheme, authority, url without credentials)` for an absolute URL, by string ops (hot path)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "", "", url
+    slash = rest.find("/")
+    authority = rest if slash < 0 else rest[:slash]
+    at = authority.rfind("@")
+    if at >= 0:
+        # url.full must not carry credentials (semantic conventions: redact them)
+        authority = authority[at + 1:]
+        url = f"{scheme}://REDACTED:REDACTED@{authority}{'' if slash < 0 else rest[slash:]}"
+    return scheme.lower(), authority, url
+
+
+class _Call:
+    __slots__ = ("_client", "span", "token")
+
+    def __init__(self, client: ClientTracer, span: trace.Span, token: object) -> None:
+        self._client = client
+        self.span = span
+        self.token = token
+
+    def done(self, status_code: int) -> None:
+        try:
+            otel_context.detach(self.token)  # type: ignore[arg-type]
+            span = self.span
+            if span.is_recording():
+                if status_code >= 400:
+                    span.set_attributes({"http.response.status_code": status_code, "error.type": str(status_code)})
+                    span.set_status(_ERROR)
+                else:
+                    span.set_attribute("http.response.status_code", status_code)
+            span.end()
+        except Exception:
+            log_failure(f"{self._client.library}.response")
+
+    def fail(self, exc: BaseException) -> None:
+        try:
+            otel_context.detach(self.token)  # type: ignore[arg-type]
+            span = self.span
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_attribute("error.type", type(exc).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.end()
+        except Exception:
+            log_failure(f"{self._client.library}.exception")
+
+
+class ClientTracer:
+    """Makes the CLIENT spans of one HTTP client library."""
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+        self.tracer = TracerCache(f"meshtrace.integrations.{library}")
+
+    def start(self, method: str, url: str, headers: MutableMapping[str, Any],
+              authority: str | None = None, scheme: str | None = None) -> _Call | None:
+        current = otel_context.get_current()
+        if is_suppressed(current):
+            return None
+        url_scheme, url_authority, full = split_url(url)
+        attributes: dict[str, Any] = {"http.request.method": method, "url.full": full}
+        if method not in _KNOWN_METHODS:
+            attributes["http.request.method"] = "_OTHER"
+            attributes["http.request.method_original"] = method
+            method = "HTTP"
+        address, port = host_and_port(authority or url_authority, scheme or url_scheme)
+        if address:
+            attributes["server.address"] = address
+        if port is not None:
+            attributes["server.port"] = port
+        span = self.tracer.get().start_span(method, current, SpanKind.CLIENT, attributes)
+        inner = otel_context.set_value(SUPPRESS_HTTP_KEY, True, trace.set_span_in_context(span, current))
+        propagate.inject(headers, inner)
+        return _Call(self, span, otel_context.attach(inner))

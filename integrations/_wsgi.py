@@ -1,0 +1,233 @@
+"""Server spans for WSGI frameworks (Flask, Django): one SERVER span per request, ended with the body.
+
+Theory of operation. `ServerTracer.start(environ)` decides whether to trace (excluded path, a server span
+already active for this request), extracts the incoming context with the global propagator, starts the
+span named after the method alone, attaches it as current and returns a `_Request`. The framework wrapper
+calls the original app with `_Request.start_response` (which records the status), then `finish(result,
+route)`: it detaches the context, names the span `{method} {route}`, sets the response attributes and
+returns the body wrapped so the span ends when the server closes it — a streamed body keeps the span open
+until its last chunk, a plain one costs a single extra `close()`. `fail(exc)` is the exception path.
+Every step is guarded: a failure in telemetry is logged and the request proceeds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from meshtrace.integrations._base import log_failure
+from meshtrace.integrations._common import TracerCache, host_and_port, is_suppressed
+
+__all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse"]
+
+#: Where the request's span lives in the WSGI environ: nested apps and exception hooks find it there.
+SPAN_KEY = "meshtrace.span"
+#: Set by hooks that already recorded the exception on the span, so the outer wrapper does not repeat it.
+EXC_KEY = "meshtrace.exception"
+
+StartResponse = Callable[..., Any]
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+_PROTOCOLS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0", "HTTP/2": "2", "HTTP/2.0": "2", "HTTP/3": "3"}
+_ERROR = Status(StatusCode.ERROR)
+
+
+class EnvironGetter(Getter[Mapping[str, Any]]):
+    """Reads HTTP headers from a WSGI environ (`X-B3-TraceId` is `HTTP_X_B3_TRACEID`)."""
+
+    _names: dict[str, str] = {}  # noqa: RUF012  (a shared cache on purpose)
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        name = self._names.get(key)
+        if name is None:
+            name = "HTTP_" + key.upper().replace("-", "_")
+            if len(self._names) < 512:
+                self._names[key] = name
+        value = carrier.get(name)
+        if value is None or not isinstance(value, str):
+            return None
+        return [value]
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        return [name[5:].lower().replace("_", "-") for name in carrier if name.startswith("HTTP_")]
+
+
+ENVIRON_GETTER = EnvironGetter()
+
+
+class _Body:
+    """The response body, unchanged for the server, that ends the span when the server closes it."""
+
+    __slots__ = ("_inner", "_request")
+
+    def __init__(self, inner: Iterable[bytes], request: _Request) -> None:
+        self._inner = inner
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._inner)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._request.end()
+
+
+class _Request:
+    """One traced request: its span, the context token, the status the app answered."""
+
+    __slots__ = ("_server", "_start_response", "environ", "method", "span", "status", "token")
+
+    def __init__(self, server: ServerTracer, environ: dict[str, Any], method: str, span: trace.Span,  # noqa: PLR0917
+                 token: object, start_response: StartResponse) -> None:
+        self._server = server
+        self.environ = environ
+        self.method = method
+        self.span = span
+        self.token = token
+        self.status: str | None = None
+        self._start_response = start_response
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        self.status = status
+        return self._start_response(status, headers, *args)
+
+    def finish(self, result: Iterable[bytes], route: str | None) -> Iterable[bytes]:
+        """The app returned: set the outcome on the span; end it now or when the body is closed."""
+        try:
+            otel_context.detach(self.token)  # type: ignore[arg-type]
+            span = self.span
+            status = self.status
+            code = int(status[:3]) if status else 0
+            if span.is_recording():
+                if route is not None:
+                    span.update_name(f"{self.method} {route}")
+                    span.set_attributes({"http.route": route, "http.response.status_code": code})
+                elif code:
+                    span.set_attribute("http.response.status_code", code)
+                if code >= 500:
+                    span.set_attribute("error.type", str(code))
+                    span.set_status(_ERROR)
+            wrapper = self.environ.get("wsgi.file_wrapper")
+            if isinstance(result, list) or (isinstance(wrapper, type) and isinstance(result, wrapper)):
+                # Nothing left to stream (or a file the server sends itself): the request is done.
+                span.end()
+                return result
+            return _Body(result, self)
+        except Exception:
+            log_failure(f"{self._server.framework}.response")
+            return result
+
+    def fail(self, exc: BaseException) -> None:
+        """The app raised: record it (unless a framework hook already did), end the span."""
+        try:
+            otel_context.detach(self.token)  # type: ignore[arg-type]
+            span = self.span
+            if span.is_recording():
+                if self.environ.get(EXC_KEY) is not exc:
+                    span.record_exception(exc)
+                span.set_attribute("error.type", type(exc).__qualname__)
+                span.set_attribute("http.response.status_code", 500)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.end()
+        except Exception:
+            log_failure(f"{self._server.framework}.exception")
+
+    def end(self) -> None:
+        try:
+            self.span.end()
+        except Exception:
+            log_failure(f"{self._server.framework}.end")
+
+
+def record_exception(environ: Mapping[str, Any], exc: BaseException) -> None:
+    """For framework exception hooks: record `exc` on the request's span once, mark the span as failed."""
+    try:
+        span = environ.get(SPAN_KEY)
+        if span is None or not span.is_recording():
+            return
+        span.record_exception(exc)
+        span.set_attribute("error.type", type(exc).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        environ[EXC_KEY] = exc  # type: ignore[index]
+    except Exception:
+        log_failure("server.exception-hook")
+
+
+class ServerTracer:
+    """Makes the SERVER spans of one framework's WSGI requests."""
+
+    def __init__(self, framework: str) -> None:
+        self.framework = framework
+        self.tracer = TracerCache(f"meshtrace.integrations.{framework}")
+        self.excluded: re.Pattern[str] | None = None
+
+    def start(self, environ: dict[str, Any], start_response: StartResponse) -> _Request | None:
+        """Begin tracing a request, or None when it must not be traced (the caller passes it through)."""
+        if SPAN_KEY in environ:
+            return None  # an outer layer (another app in the same process, an explicit wrap) traces it
+        path: str = environ.get("PATH_INFO") or "/"
+        excluded = self.excluded
+        if excluded is not None and excluded.search(path):
+            return None
+        current = otel_context.get_current()
+        if is_suppressed(current):
+            return None
+        active = trace.get_current_span(current)
+        if getattr(active, "kind", None) is SpanKind.SERVER and active.is_recording():
+            return None  # an outer WSGI middleware (OTel's) already made the server span
+
+        method: str = environ.get("REQUEST_METHOD") or "GET"
+        scheme: str = environ.get("wsgi.url_scheme") or "http"
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "url.path": path,
+            "url.scheme": scheme,
+        }
+        if method not in _KNOWN_METHODS:
+            attributes["http.request.method"] = "_OTHER"
+            attributes["http.request.method_original"] = method
+            method = "HTTP"
+        host = environ.get("HTTP_HOST")
+        if host:
+            address, port = host_and_port(host, scheme)
+        else:
+            address = environ.get("SERVER_NAME") or ""
+            port_text = environ.get("SERVER_PORT")
+            port = int(port_text) if port_text and port_text.isdigit() else None
+        if address:
+            attributes["server.address"] = address
+        if port is not None:
+            attributes["server.port"] = port
+        query = environ.get("QUERY_STRING")
+        if query:
+            attributes["url.query"] = query
+        client = environ.get("REMOTE_ADDR")
+        if client:
+            attributes["client.address"] = client
+        agent = environ.get("HTTP_USER_AGENT")
+        if agent:
+            attributes["user_agent.original"] = agent
+        protocol = _PROTOCOLS.get(environ.get("SERVER_PROTOCOL") or "")
+        if protocol:
+            attributes["network.protocol.version"] = protocol
+
+        parent = propagate.extract(environ, current, ENVIRON_GETTER)
+        span = self.tracer.get().start_span(method, parent, SpanKind.SERVER, attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        environ[SPAN_KEY] = span
+        return _Request(self, environ, method, span, token, start_response)
+
+
+def route_name(route: str) -> str:
+    """A route template as `http.route` wants it: always starting with a slash."""
+    return route if route.startswith("/") else "/" + route

@@ -1,0 +1,140 @@
+"""Django (WSGI): a SERVER span per request, named `{method} {URL pattern}` (`GET /users/<int:uid>/`).
+
+`instrument()` patches `WSGIHandler.__call__` (the span, around everything Django does, middleware
+included) and `BaseHandler.get_response` (to read `request.resolver_match.route` once the URL resolved).
+Django's patterns are relative; `http.route` gets a leading slash. Unresolved requests (404) are named after
+the method alone. Unhandled view exceptions are recorded from Django's `got_request_exception` signal, before
+Django turns them into a 500. Django under ASGI is not covered yet.
+
+When opentelemetry-instrumentation-django's middleware is in `settings.MIDDLEWARE`, meshtrace steps aside
+for server spans (OTel's middleware makes them) instead of doubling them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+
+from meshtrace.integrations._base import Instrumentor, Switch, log_failure
+from meshtrace.integrations._common import compile_excluded, excluded_from_env
+from meshtrace.integrations._wsgi import ServerTracer, StartResponse, record_exception, route_name
+
+__all__ = ["DjangoInstrumentor", "instrument", "instrumentor", "uninstrument"]
+
+ROUTE_KEY = "meshtrace.django.route"
+_YIELD_MARK = "_meshtrace_otel_middleware"
+_OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django"
+_DISPATCH_UID = "meshtrace.integrations.django.exception"
+
+
+def _otel_middleware_active(handler: Any) -> bool:
+    """Whether OTel's Django middleware is in this handler's chain (checked once per handler)."""
+    found = handler.__dict__.get(_YIELD_MARK)
+    if found is None:
+        found = False
+        if _OTEL_MIDDLEWARE in sys.modules:
+            try:
+                from django.conf import settings  # type: ignore[import-untyped]
+
+                found = any(str(item).startswith(_OTEL_MIDDLEWARE) for item in settings.MIDDLEWARE or ())
+            except Exception:
+                log_failure("django.settings")
+        handler.__dict__[_YIELD_MARK] = found
+    return found  # type: ignore[no-any-return]
+
+
+def _call_factory(server: ServerTracer) -> Any:
+    def factory(original: Any, switch: Switch) -> Any:
+        def __call__(self: Any, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            if not switch.on or _otel_middleware_active(self):
+                return original(self, environ, start_response)  # type: ignore[no-any-return]
+            try:
+                request = server.start(environ, start_response)
+            except Exception:
+                log_failure("django.request")
+                request = None
+            if request is None:
+                return original(self, environ, start_response)  # type: ignore[no-any-return]
+            try:
+                result = original(self, environ, request.start_response)
+            except BaseException as exc:
+                request.fail(exc)
+                raise
+            return request.finish(result, environ.get(ROUTE_KEY))
+
+        __call__.__wrapped__ = original  # type: ignore[attr-defined]
+        return __call__
+
+    return factory
+
+
+def _get_response_factory(original: Any, switch: Switch) -> Any:
+    def get_response(self: Any, request: Any) -> Any:
+        response = original(self, request)
+        if switch.on:
+            try:
+                match = request.resolver_match
+                environ = getattr(request, "environ", None)
+                if match is not None and environ is not None and match.route:
+                    environ[ROUTE_KEY] = route_name(match.route)
+            except Exception:
+                log_failure("django.route")
+        return response
+
+    get_response.__wrapped__ = original  # type: ignore[attr-defined]
+    return get_response
+
+
+def _on_exception(sender: Any, request: Any = None, **_: Any) -> None:
+    exc = sys.exc_info()[1]
+    environ = getattr(request, "environ", None)
+    if exc is not None and environ is not None:
+        record_exception(environ, exc)
+
+
+class DjangoInstrumentor(Instrumentor):
+    name = "django"
+    modules = ("django.core.handlers.wsgi",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = ServerTracer("django")
+        self._explicit = False
+
+    def set_excluded_urls(self, patterns: Sequence[str] | str | None) -> None:
+        self._explicit = True
+        self.server.excluded = compile_excluded(patterns)
+
+    def _configure(self) -> None:
+        if not self._explicit:
+            self.server.excluded = excluded_from_env("django")
+
+    def _apply(self, module: ModuleType) -> None:
+        from django.core.handlers.base import BaseHandler  # type: ignore[import-untyped]
+        from django.core.signals import got_request_exception  # type: ignore[import-untyped]
+
+        self.patch(module.WSGIHandler, "__call__", _call_factory(self.server))
+        self.patch(BaseHandler, "get_response", _get_response_factory)
+        got_request_exception.connect(_on_exception, weak=False, dispatch_uid=_DISPATCH_UID)
+        self.on_undo(lambda: got_request_exception.disconnect(dispatch_uid=_DISPATCH_UID))
+
+
+instrumentor = DjangoInstrumentor()
+
+
+def instrument(excluded_urls: Sequence[str] | str | None = None,
+               tracer_provider: TracerProvider | None = None) -> None:
+    """Trace every Django WSGI handler of this process (idempotent)."""
+    if excluded_urls is not None:
+        instrumentor.set_excluded_urls(excluded_urls)
+    if tracer_provider is not None:
+        instrumentor.server.tracer.use(tracer_provider)
+    instrumentor.instrument()
+
+
+def uninstrument() -> None:
+    instrumentor.uninstrument()

@@ -1,0 +1,100 @@
+"""httpx: a CLIENT span per attempt for `Client` and `AsyncClient` (and every subclass), headers injected.
+
+`instrument()` patches `_send_single_request` of `httpx.Client` and `httpx.AsyncClient`: the one method
+every request goes through once per hop (redirects included), whatever transport is mounted, so clients
+made before instrumentation, subclasses and custom transports are all covered. The span's context carries
+OpenTelemetry's suppress-HTTP key, so opentelemetry-instrumentation-httpx (which patches the transports
+below) does not make a second span; calls made while instrumentation is suppressed (the exporter) are not
+traced. The span ends when the response head arrives; a streamed body is read after it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+
+from meshtrace.integrations._base import Instrumentor, Switch, log_failure
+from meshtrace.integrations._client import ClientTracer
+
+__all__ = ["HttpxInstrumentor", "instrument", "instrumentor", "uninstrument"]
+
+
+def _sync_factory(client: ClientTracer) -> Any:
+    def factory(original: Any, switch: Switch) -> Any:
+        def _send_single_request(self: Any, request: Any) -> Any:
+            if not switch.on:
+                return original(self, request)
+            try:
+                call = client.start(request.method, str(request.url), request.headers)
+            except Exception:
+                log_failure("httpx.request")
+                call = None
+            if call is None:
+                return original(self, request)
+            try:
+                response = original(self, request)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            call.done(response.status_code)
+            return response
+
+        _send_single_request.__wrapped__ = original  # type: ignore[attr-defined]
+        return _send_single_request
+
+    return factory
+
+
+def _async_factory(client: ClientTracer) -> Any:
+    def factory(original: Any, switch: Switch) -> Any:
+        async def _send_single_request(self: Any, request: Any) -> Any:
+            if not switch.on:
+                return await original(self, request)
+            try:
+                call = client.start(request.method, str(request.url), request.headers)
+            except Exception:
+                log_failure("httpx.request")
+                call = None
+            if call is None:
+                return await original(self, request)
+            try:
+                response = await original(self, request)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            call.done(response.status_code)
+            return response
+
+        _send_single_request.__wrapped__ = original  # type: ignore[attr-defined]
+        return _send_single_request
+
+    return factory
+
+
+class HttpxInstrumentor(Instrumentor):
+    name = "httpx"
+    modules = ("httpx._client",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client = ClientTracer("httpx")
+
+    def _apply(self, module: ModuleType) -> None:
+        self.patch(module.Client, "_send_single_request", _sync_factory(self.client))
+        self.patch(module.AsyncClient, "_send_single_request", _async_factory(self.client))
+
+
+instrumentor = HttpxInstrumentor()
+
+
+def instrument(tracer_provider: TracerProvider | None = None) -> None:
+    """Trace every httpx call of this process, sync and async (idempotent)."""
+    if tracer_provider is not None:
+        instrumentor.client.tracer.use(tracer_provider)
+    instrumentor.instrument()
+
+
+def uninstrument() -> None:
+    instrumentor.uninstrument()
