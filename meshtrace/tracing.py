@@ -11,13 +11,15 @@ ConfigError leaves the process untouched.
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
+import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import trace
-from opentelemetry.propagate import set_global_textmap
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -107,7 +109,7 @@ def configure(
             processor = None
         else:
             trace.set_tracer_provider(provider)
-        set_global_textmap(propagator)
+        _install_textmap(propagator)
         _state.installed = _Installed(settings, provider, processor)
         if not _state.atexit_registered:
             atexit.register(_shutdown_at_exit)
@@ -130,6 +132,22 @@ def _build_propagator(settings: Settings) -> TextMapPropagator:
         error = ConfigError(f"{source}={','.join(formats)!r}: {message}")
         error.source = source
         raise error from exc
+
+
+def _install_textmap(propagator: TextMapPropagator) -> None:
+    if "opentelemetry.propagate" not in sys.modules:
+        # On first import OTel resolves OTEL_PROPAGATORS to entry points and raises for any name no installed
+        # package provides (b3multi without opentelemetry-propagator-b3, ...). MeshPropagator implements those
+        # formats itself and replaces that default right away, so import with the variable hidden.
+        saved = os.environ.pop("OTEL_PROPAGATORS", None)
+        try:
+            importlib.import_module("opentelemetry.propagate")
+        finally:
+            if saved is not None:
+                os.environ["OTEL_PROPAGATORS"] = saved
+    from opentelemetry.propagate import set_global_textmap
+
+    set_global_textmap(propagator)
 
 
 def shutdown(timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> None:
