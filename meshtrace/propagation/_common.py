@@ -24,6 +24,7 @@ from meshtrace.propagation._context import (
 from meshtrace.propagation._getter import CaseInsensitiveGetter, values_of
 
 __all__ = [
+    "SAMPLED",
     "Extracted",
     "Headers",
     "Outgoing",

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Final
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context
 from opentelemetry.propagators import textmap
+from opentelemetry.trace import SpanContext
 
 from meshtrace.errors import ConfigError
 from meshtrace.propagation import _prefixed, b3, baggage, jaeger, ottrace, requestid, tracecontext
-from meshtrace.propagation._common import Extracted, Headers, Outgoing, emit
+from meshtrace.propagation._common import SAMPLED, Extracted, Headers, Outgoing, emit
 
 __all__ = ["DEFAULT_FORMATS", "ENV_VAR", "MeshPropagator", "parse_formats"]
 
@@ -120,10 +122,10 @@ class MeshPropagator(textmap.TextMapPropagator):
     ) -> Context:
         context = Context() if context is None else context
         headers = Headers(carrier, getter)
-        for parse in _PRECEDENCE:
+        for index, parse in enumerate(_PRECEDENCE):
             found = parse(headers)
             if found is not None:
-                context = found.apply(context)
+                context = _enrich(found, headers, _PRECEDENCE[index + 1:]).apply(context)
                 break
         context = _extract_prefixed_baggage(headers, context)
         context = baggage.extract(headers, context)  # last, so that W3C baggage wins a clash
@@ -142,6 +144,30 @@ class MeshPropagator(textmap.TextMapPropagator):
     @property
     def fields(self) -> set[str]:
         return set(_ALL_FIELDS)
+
+
+def _enrich(
+    found: Extracted, headers: Headers, others: tuple[Callable[[Headers], Extracted | None], ...]
+) -> Extracted:
+    """Add what the winning format cannot say (debug, the parent span id) from lower formats that carry
+    the very same span: we inject all formats at once, and `traceparent` alone would lose a B3/Jaeger debug."""
+    sc = found.span_context
+    if sc is None or (found.debug and found.parent_span_id is not None):
+        return found
+    debug, parent = found.debug, found.parent_span_id
+    for parse in others:
+        other = parse(headers)
+        if other is None or other.span_context is None:
+            continue
+        if (other.span_context.trace_id, other.span_context.span_id) != (sc.trace_id, sc.span_id):
+            continue
+        debug = debug or other.debug
+        parent = parent if parent is not None else other.parent_span_id
+    if (debug, parent) == (found.debug, found.parent_span_id):
+        return found
+    if debug and not sc.trace_flags.sampled:
+        sc = SpanContext(sc.trace_id, sc.span_id, True, SAMPLED, sc.trace_state)
+    return replace(found, span_context=sc, debug=debug, parent_span_id=parent, deferred=found.deferred and not debug)
 
 
 def _extract_prefixed_baggage(headers: Headers, context: Context) -> Context:

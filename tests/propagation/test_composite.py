@@ -13,7 +13,7 @@ from opentelemetry import baggage, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-import meshtrace.propagation as propagation
+from meshtrace import propagation
 from meshtrace.errors import ConfigError
 from meshtrace.propagation import (
     DEFAULT_FORMATS,
@@ -218,3 +218,21 @@ def test_otel_propagators_env_loads_meshtrace(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["names"] == ["MeshPropagator"]
     assert report["carrier"] == {"b3": f"{B3M_TRACE}-{SPAN}-1", "traceparent": f"00-{B3M_TRACE}-{SPAN}-01"}
+
+
+def test_debug_and_parent_from_lower_formats_describing_the_same_span() -> None:
+    # A neighbour that injects every format: traceparent wins but cannot say debug nor the parent.
+    headers = {"traceparent": f"00-{W3C_TRACE}-{SPAN}-00", "b3": f"{W3C_TRACE}-{SPAN}-d-bbbbbbbbbbbbbbbb"}
+    context = MeshPropagator().extract(headers)
+    assert is_debug(context)
+    assert trace.get_current_span(context).get_span_context().trace_flags.sampled
+    carrier: dict[str, str] = {}
+    MeshPropagator(["b3multi"]).inject(carrier, context)
+    assert carrier["x-b3-parentspanid"] == "bbbbbbbbbbbbbbbb"
+
+
+def test_lower_formats_about_another_span_add_nothing() -> None:
+    headers = {"traceparent": f"00-{W3C_TRACE}-{SPAN}-00", "b3": f"{W3C_TRACE}-bbbbbbbbbbbbbbbb-d"}
+    context = MeshPropagator().extract(headers)
+    assert not is_debug(context)
+    assert not trace.get_current_span(context).get_span_context().trace_flags.sampled

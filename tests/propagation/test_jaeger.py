@@ -76,9 +76,12 @@ def test_invalid_uber_trace_id_is_ignored(value: str) -> None:
 
 
 def test_baggage_is_url_decoded_and_keys_lowercased() -> None:
-    context = JAEGER.extract(
-        {"uber-trace-id": f"{T128}:{SPAN}:0:1", "UberCtx-Key1": "value%201", "uberctx-key2": "a%2Cb%3Dc", "uberctx-": "x"}
-    )
+    context = JAEGER.extract({
+        "uber-trace-id": f"{T128}:{SPAN}:0:1",
+        "UberCtx-Key1": "value%201",
+        "uberctx-key2": "a%2Cb%3Dc",
+        "uberctx-": "x",
+    })
     assert dict(baggage.get_all(context)) == {"key1": "value 1", "key2": "a,b=c"}
 
 

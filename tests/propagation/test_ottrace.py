@@ -19,14 +19,18 @@ def span_context(context: Context) -> SpanContext:
     return trace.get_current_span(context).get_span_context()
 
 
+IDS = {"ot-tracer-traceid": T64, "ot-tracer-spanid": SPAN}
+
+
 @pytest.mark.parametrize(
     ("headers", "trace_id", "sampled", "deferred"),
     [
-        ({"ot-tracer-traceid": T64, "ot-tracer-spanid": SPAN, "ot-tracer-sampled": "true"}, int(T64, 16), True, False),
-        ({"ot-tracer-traceid": T64, "ot-tracer-spanid": SPAN, "ot-tracer-sampled": "false"}, int(T64, 16), False, False),
-        ({"ot-tracer-traceid": T64, "ot-tracer-spanid": SPAN, "ot-tracer-sampled": "1"}, int(T64, 16), True, False),
-        ({"ot-tracer-traceid": T64, "ot-tracer-spanid": SPAN, "ot-tracer-sampled": "0"}, int(T64, 16), False, False),
-        ({"OT-Tracer-TraceId": T128, "OT-Tracer-SpanId": SPAN, "OT-Tracer-Sampled": "True"}, int(T128, 16), True, False),
+        ({**IDS, "ot-tracer-sampled": "true"}, int(T64, 16), True, False),
+        ({**IDS, "ot-tracer-sampled": "false"}, int(T64, 16), False, False),
+        ({**IDS, "ot-tracer-sampled": "1"}, int(T64, 16), True, False),
+        ({**IDS, "ot-tracer-sampled": "0"}, int(T64, 16), False, False),
+        ({"OT-Tracer-TraceId": T128, "OT-Tracer-SpanId": SPAN, "OT-Tracer-Sampled": "True"},
+         int(T128, 16), True, False),
         ({"ot-tracer-traceid": T64, "ot-tracer-spanid": SPAN}, int(T64, 16), False, True),
         ({"ot-tracer-traceid": "abc", "ot-tracer-spanid": "12", "ot-tracer-sampled": "1"}, 0xABC, True, False),
     ],

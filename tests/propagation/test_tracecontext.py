@@ -13,6 +13,8 @@ TRACE = "12345678901234567890123456789012"
 SPAN = "1234567890123456"
 VALID = f"00-{TRACE}-{SPAN}-01"
 PROPAGATOR = TraceContextPropagator()
+ALL_KEY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-*/"
+ALL_VALUE_CHARS = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in ",=")
 
 
 def extracted(headers: dict[str, str | list[str]]) -> SpanContext:
@@ -100,9 +102,7 @@ def test_other_header_names_are_not_traceparent(name: str) -> None:
          [("foo", "1"), ("bar", "2"), ("rojo", "1"), ("congo", "2"), ("baz", "3")]),
         (["foo=1 \t , \t bar=2, \t baz=3"], [("foo", "1"), ("bar", "2"), ("baz", "3")]),
         (["foo=1,,bar=2,"], [("foo", "1"), ("bar", "2")]),  # empty members are allowed
-        (["abcdefghijklmnopqrstuvwxyz0123456789_-*/= !\"#$%&'()*+-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"],
-         [("abcdefghijklmnopqrstuvwxyz0123456789_-*/",
-           " !\"#$%&'()*+-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~")]),
+        ([f"{ALL_KEY_CHARS}={ALL_VALUE_CHARS}"], [(ALL_KEY_CHARS, ALL_VALUE_CHARS)]),
         (["abcdefghijklmnopqrstuvwxyz0123456789_-*/@a-z0-9_-*/=1"],
          [("abcdefghijklmnopqrstuvwxyz0123456789_-*/@a-z0-9_-*/", "1")]),
         ([",".join(f"k{i}=v" for i in range(32))], [(f"k{i}", "v") for i in range(32)]),
