@@ -28,6 +28,8 @@ __all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse"]
 
 #: Where the request's span lives in the WSGI environ: nested apps and exception hooks find it there.
 SPAN_KEY = "meshtrace.span"
+#: Where a framework hook leaves the matched route template when it learns it outside start_response.
+ROUTE_KEY = "meshtrace.route"
 #: Set by hooks that already recorded the exception on the span, so the outer wrapper does not repeat it.
 EXC_KEY = "meshtrace.exception"
 
@@ -85,7 +87,7 @@ class _Body:
 class _Request:
     """One traced request: its span, the context token, the status the app answered."""
 
-    __slots__ = ("_server", "_start_response", "environ", "method", "span", "status", "token")
+    __slots__ = ("_server", "_start_response", "environ", "method", "route", "span", "status", "token")
 
     def __init__(self, server: ServerTracer, environ: dict[str, Any], method: str, span: trace.Span,  # noqa: PLR0917
                  token: object, start_response: StartResponse) -> None:
@@ -95,18 +97,25 @@ class _Request:
         self.span = span
         self.token = token
         self.status: str | None = None
+        self.route: str | None = None
         self._start_response = start_response
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        # Called by the framework while its request state is still there: read the matched route now.
         self.status = status
+        try:
+            self.route = self._server.route_of(self.environ)
+        except Exception:
+            log_failure(f"{self._server.framework}.route")
         return self._start_response(status, headers, *args)
 
-    def finish(self, result: Iterable[bytes], route: str | None) -> Iterable[bytes]:
+    def finish(self, result: Iterable[bytes]) -> Iterable[bytes]:
         """The app returned: set the outcome on the span; end it now or when the body is closed."""
         try:
             otel_context.detach(self.token)  # type: ignore[arg-type]
             span = self.span
             status = self.status
+            route = self.route
             code = int(status[:3]) if status else 0
             if span.is_recording():
                 if route is not None:
@@ -114,7 +123,7 @@ class _Request:
                     span.set_attributes({"http.route": route, "http.response.status_code": code})
                 elif code:
                     span.set_attribute("http.response.status_code", code)
-                if code >= 500:
+                if code >= 500 and EXC_KEY not in self.environ:  # else the exception said it already
                     span.set_attribute("error.type", str(code))
                     span.set_status(_ERROR)
             wrapper = self.environ.get("wsgi.file_wrapper")
@@ -133,6 +142,10 @@ class _Request:
             otel_context.detach(self.token)  # type: ignore[arg-type]
             span = self.span
             if span.is_recording():
+                route = self.route or self._server.route_of(self.environ)
+                if route is not None:
+                    span.update_name(f"{self.method} {route}")
+                    span.set_attribute("http.route", route)
                 if self.environ.get(EXC_KEY) is not exc:
                     span.record_exception(exc)
                 span.set_attribute("error.type", type(exc).__qualname__)
@@ -153,7 +166,7 @@ def record_exception(environ: Mapping[str, Any], exc: BaseException) -> None:
     """For framework exception hooks: record `exc` on the request's span once, mark the span as failed."""
     try:
         span = environ.get(SPAN_KEY)
-        if span is None or not span.is_recording():
+        if span is None or environ.get(EXC_KEY) is exc or not span.is_recording():
             return
         span.record_exception(exc)
         span.set_attribute("error.type", type(exc).__qualname__)
@@ -166,8 +179,10 @@ def record_exception(environ: Mapping[str, Any], exc: BaseException) -> None:
 class ServerTracer:
     """Makes the SERVER spans of one framework's WSGI requests."""
 
-    def __init__(self, framework: str) -> None:
+    def __init__(self, framework: str, route_of: Callable[[dict[str, Any]], str | None]) -> None:
         self.framework = framework
+        #: Reads the matched route template from the environ when the app starts its response.
+        self.route_of = route_of
         self.tracer = TracerCache(f"meshtrace.integrations.{framework}")
         self.excluded: re.Pattern[str] | None = None
 

@@ -21,14 +21,17 @@ from opentelemetry.trace import TracerProvider
 
 from meshtrace.integrations._base import Instrumentor, Switch, log_failure
 from meshtrace.integrations._common import compile_excluded, excluded_from_env
-from meshtrace.integrations._wsgi import ServerTracer, StartResponse, record_exception, route_name
+from meshtrace.integrations._wsgi import ROUTE_KEY, ServerTracer, StartResponse, record_exception, route_name
 
 __all__ = ["DjangoInstrumentor", "instrument", "instrumentor", "uninstrument"]
 
-ROUTE_KEY = "meshtrace.django.route"
 _YIELD_MARK = "_meshtrace_otel_middleware"
 _OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django"
 _DISPATCH_UID = "meshtrace.integrations.django.exception"
+
+
+def _route(environ: dict[str, Any]) -> str | None:
+    return environ.get(ROUTE_KEY)
 
 
 def _otel_middleware_active(handler: Any) -> bool:
@@ -64,7 +67,7 @@ def _call_factory(server: ServerTracer) -> Any:
             except BaseException as exc:
                 request.fail(exc)
                 raise
-            return request.finish(result, environ.get(ROUTE_KEY))
+            return request.finish(result)
 
         __call__.__wrapped__ = original  # type: ignore[attr-defined]
         return __call__
@@ -102,7 +105,7 @@ class DjangoInstrumentor(Instrumentor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.server = ServerTracer("django")
+        self.server = ServerTracer("django", _route)
         self._explicit = False
 
     def set_excluded_urls(self, patterns: Sequence[str] | str | None) -> None:

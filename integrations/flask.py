@@ -21,7 +21,7 @@ from opentelemetry.trace import TracerProvider
 
 from meshtrace.integrations._base import Instrumentor, Switch, log_failure
 from meshtrace.integrations._common import compile_excluded, excluded_from_env
-from meshtrace.integrations._wsgi import ServerTracer, StartResponse, record_exception
+from meshtrace.integrations._wsgi import ROUTE_KEY, SPAN_KEY, ServerTracer, StartResponse, record_exception
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -33,7 +33,9 @@ _APP_MARK = "_meshtrace_wrapped_wsgi_app"
 
 def _route(environ: dict[str, Any]) -> str | None:
     request = environ.get("werkzeug.request")
-    rule = getattr(request, "url_rule", None)
+    if request is None:  # the request context is gone (an exception left wsgi_app)
+        return environ.get(ROUTE_KEY)
+    rule = request.url_rule
     return rule.rule if rule is not None else None
 
 
@@ -54,7 +56,7 @@ def _make_wsgi_app(server: ServerTracer) -> Any:
             except BaseException as exc:
                 request.fail(exc)
                 raise
-            return request.finish(result, _route(environ))
+            return request.finish(result)
 
         wsgi_app.__wrapped__ = original  # type: ignore[attr-defined]
         return wsgi_app
@@ -68,7 +70,10 @@ def _handle_exception_factory(original: Any, switch: Switch) -> Any:
             try:
                 from flask import request
 
-                record_exception(request.environ, e)
+                environ = request.environ
+                record_exception(environ, e)
+                if SPAN_KEY in environ and (rule := request.url_rule) is not None:
+                    environ[ROUTE_KEY] = rule.rule
             except Exception:
                 log_failure("flask.handle_exception")
         return original(self, e)
@@ -83,7 +88,7 @@ class FlaskInstrumentor(Instrumentor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.server = ServerTracer("flask")
+        self.server = ServerTracer("flask", _route)
         self._explicit_excluded: re.Pattern[str] | None = None
         self._explicit = False
 
@@ -119,13 +124,16 @@ def uninstrument() -> None:
     instrumentor.uninstrument()
 
 
-def instrument_app(app: Flask, excluded_urls: Sequence[str] | str | None = None) -> None:
+def instrument_app(app: Flask, excluded_urls: Sequence[str] | str | None = None,
+                   tracer_provider: TracerProvider | None = None) -> None:
     """Trace one app only (idempotent); `uninstrument_app(app)` undoes it."""
     if getattr(app, _APP_MARK, None) is not None:
         return
-    server = ServerTracer("flask")
+    server = ServerTracer("flask", _route)
     server.excluded = compile_excluded(excluded_urls) if excluded_urls is not None else excluded_from_env("flask")
+    server.tracer.use(tracer_provider)
     switch = Switch()
+    had_own = "wsgi_app" in app.__dict__
     bound = app.wsgi_app
     wrapped = _make_wsgi_app(server)(lambda _self, environ, start_response: bound(environ, start_response), switch)
     app.wsgi_app = wrapped.__get__(app)  # type: ignore[method-assign]
@@ -139,16 +147,19 @@ def instrument_app(app: Flask, excluded_urls: Sequence[str] | str | None = None)
     from flask.signals import got_request_exception
 
     got_request_exception.connect(on_exception, app, weak=False)
-    setattr(app, _APP_MARK, (bound, switch, on_exception))
+    setattr(app, _APP_MARK, (bound if had_own else None, switch, on_exception))
 
 
 def uninstrument_app(app: Flask) -> None:
     mark = getattr(app, _APP_MARK, None)
     if mark is None:
         return
-    bound, switch, on_exception = mark
+    own, switch, on_exception = mark
     switch.on = False
-    app.wsgi_app = bound  # type: ignore[method-assign]
+    if own is not None:
+        app.wsgi_app = own  # type: ignore[method-assign]
+    else:
+        del app.wsgi_app
     from flask.signals import got_request_exception
 
     got_request_exception.disconnect(on_exception, app)
