@@ -98,6 +98,13 @@ class Headers:
 
     def first(self, name: str) -> str | None:
         """The first value of header `name`: a repeated header is resolved by taking the first."""
+        if self._lower is not None:
+            # Fast path: most names looked up are absent, and most present ones are a single string.
+            value = self._lower.get(name)
+            if value is None:
+                return None
+            if isinstance(value, str):
+                return value.strip(" \t")
         found = self.values(name)
         return found[0] if found else None
 
@@ -179,6 +186,7 @@ class Outgoing:
     debug: bool
     deferred: bool
     sampling_hint: bool | None
+    baggage: Mapping[str, object]
 
     @property
     def valid(self) -> bool:
@@ -203,10 +211,10 @@ class Outgoing:
                 parent_span_id = remembered[1]
         # A deferred decision only describes the remote span it arrived with; a local child has decided.
         deferred = span_context.is_remote and not debug and is_sampling_deferred(context)
-        return cls(context, span_context, parent_span_id, debug, deferred, get_sampling_hint(context))
-
-    def baggage(self) -> Mapping[str, object]:
-        return otel_baggage.get_all(self.context)
+        return cls(
+            context, span_context, parent_span_id, debug, deferred, get_sampling_hint(context),
+            otel_baggage.get_all(context),
+        )
 
 
 def emit(carrier: Any, setter: textmap.Setter[Any], pairs: Iterator[tuple[str, str]]) -> None:

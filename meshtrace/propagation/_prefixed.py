@@ -33,6 +33,9 @@ def render(
     prefix: str, entries: Mapping[str, object], encode: Callable[[str], str | None]
 ) -> Iterator[tuple[str, str]]:
     """`prefix + key: encode(value)` for each entry whose key is a header token and whose value encodes."""
+    if not entries:
+        return
+
     def candidates() -> Iterator[tuple[str, str]]:
         for key, value in entries.items():
             if not header_token(key):

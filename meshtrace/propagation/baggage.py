@@ -78,7 +78,11 @@ def parse(headers: Headers) -> list[tuple[str, str, str]]:
 
 
 def extract(headers: Headers, context: Context) -> Context:
-    members = parse(headers)
+    return apply(parse(headers), context)
+
+
+def apply(members: list[tuple[str, str, str]], context: Context) -> Context:
+    """Put parsed members into the context's baggage, remembering their raw text."""
     if not members:
         return context
     raw: dict[str, tuple[str, str]] = {}
@@ -89,7 +93,7 @@ def extract(headers: Headers, context: Context) -> Context:
 
 
 def render(out: Outgoing) -> Iterator[tuple[str, str]]:
-    entries = out.baggage()
+    entries = out.baggage
     if not entries:
         return
     remembered = get_value(_RAW, out.context)

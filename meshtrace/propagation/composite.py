@@ -127,8 +127,11 @@ class MeshPropagator(textmap.TextMapPropagator):
             if found is not None:
                 context = _enrich(found, headers, _PRECEDENCE[index + 1:]).apply(context)
                 break
-        context = _extract_prefixed_baggage(headers, context)
-        context = baggage.extract(headers, context)  # last, so that W3C baggage wins a clash
+        members = baggage.parse(headers)
+        # W3C baggage wins a clash; header-per-entry formats lose the key's case, so compare without it.
+        taken = {key.lower() for key, _, _ in members}
+        context = _extract_prefixed_baggage(headers, context, taken)
+        context = baggage.apply(members, context)
         return requestid.extract(headers, context)
 
     def inject(
@@ -170,9 +173,10 @@ def _enrich(
     return replace(found, span_context=sc, debug=debug, parent_span_id=parent, deferred=found.deferred and not debug)
 
 
-def _extract_prefixed_baggage(headers: Headers, context: Context) -> Context:
-    """`ot-baggage-*` then `uberctx-*`, so Jaeger wins a clash between the two."""
+def _extract_prefixed_baggage(headers: Headers, context: Context, taken: set[str]) -> Context:
+    """`ot-baggage-*` then `uberctx-*`, so Jaeger wins a clash between the two; keys in `taken` are skipped."""
     for pairs in (ottrace.parse_baggage(headers), jaeger.parse_baggage(headers)):
-        for key, value in _prefixed.bounded(pairs):
+        fresh = ((key, value) for key, value in pairs if key not in taken)
+        for key, value in _prefixed.bounded(fresh):
             context = otel_baggage.set_baggage(key, value, context)
     return context

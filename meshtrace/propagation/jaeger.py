@@ -72,7 +72,7 @@ def render(out: Outgoing) -> Iterator[tuple[str, str]]:
 
 
 def render_baggage(out: Outgoing) -> Iterator[tuple[str, str]]:
-    return _prefixed.render(BAGGAGE_PREFIX, out.baggage(), _encode)
+    return _prefixed.render(BAGGAGE_PREFIX, out.baggage, _encode)
 
 
 class JaegerPropagator(textmap.TextMapPropagator):
