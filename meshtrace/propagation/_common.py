@@ -30,6 +30,7 @@ __all__ = [
     "Outgoing",
     "emit",
     "header_token",
+    "remote_context",
     "visible_value",
 ]
 
