@@ -37,7 +37,7 @@ __all__ = [
 _logger = logging.getLogger("meshtrace.propagation")
 
 SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
-NOT_SAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
+RANDOM_FLAG: Final = 0x02  # W3C trace-context level 2: the trace id's right 7 bytes are random
 MAX_TRACE_ID: Final = (1 << 128) - 1
 MAX_SPAN_ID: Final = (1 << 64) - 1
 
@@ -163,15 +163,17 @@ def remote_context(
     debug: bool = False,
     deferred: bool = False,
     trace_state: TraceState | None = None,
+    random: bool = False,
 ) -> Extracted | None:
     """An Extracted for ids already parsed from hex, or None when either id is zero (invalid)."""
     if not (0 < trace_id <= MAX_TRACE_ID and 0 < span_id <= MAX_SPAN_ID):
         return None
+    flags = (TraceFlags.SAMPLED if sampled or debug else 0) | (RANDOM_FLAG if random else 0)
     span_context = SpanContext(
         trace_id=trace_id,
         span_id=span_id,
         is_remote=True,
-        trace_flags=SAMPLED if sampled or debug else NOT_SAMPLED,
+        trace_flags=TraceFlags(flags),
         trace_state=trace_state,
     )
     return Extracted(span_context, parent_span_id or None, debug, deferred and not debug)

@@ -10,7 +10,7 @@ from typing import Final
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context
 from opentelemetry.propagators import textmap
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from meshtrace.errors import ConfigError
 from meshtrace.propagation import _prefixed, b3, baggage, jaeger, ottrace, requestid, tracecontext
@@ -169,7 +169,7 @@ def _enrich(
     if (debug, parent) == (found.debug, found.parent_span_id):
         return found
     if debug and not sc.trace_flags.sampled:
-        sc = SpanContext(sc.trace_id, sc.span_id, True, SAMPLED, sc.trace_state)
+        sc = SpanContext(sc.trace_id, sc.span_id, True, TraceFlags(sc.trace_flags | SAMPLED), sc.trace_state)
     return replace(found, span_context=sc, debug=debug, parent_span_id=parent, deferred=found.deferred and not debug)
 
 

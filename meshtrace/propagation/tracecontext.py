@@ -52,6 +52,7 @@ def parse(headers: Headers) -> Extracted | None:
         int(span_hex, 16),
         bool(flags & 0x01),
         trace_state=parse_tracestate(headers.values(TRACESTATE)),
+        random=bool(flags & 0x02),
     )
 
 

@@ -166,6 +166,12 @@ def test_inject_clears_reserved_flags_and_skips_empty_tracestate() -> None:
     assert carrier == {"traceparent": f"00-{TRACE}-{SPAN}-00"}
 
 
+def test_random_flag_is_passed_on_with_a_forwarded_context() -> None:
+    carrier: dict[str, str] = {}
+    PROPAGATOR.inject(carrier, PROPAGATOR.extract({"traceparent": f"cc-{TRACE}-{SPAN}-fe-future"}))
+    assert carrier == {"traceparent": f"00-{TRACE}-{SPAN}-02"}
+
+
 def test_inject_without_span_writes_nothing() -> None:
     carrier: dict[str, str] = {}
     PROPAGATOR.inject(carrier, Context())
