@@ -1,4 +1,5 @@
-"""Fixtures for the integration tests: an in-memory span sink, the mesh propagator, real loopback servers.
+"""Fixtures and helpers for the integration tests (imported by name: a nested conftest.py would clash with
+tests/conftest.py for mypy): an in-memory span sink, the mesh propagator, real loopback servers.
 
 The instrumentors are pointed at a test TracerProvider explicitly (`tracer.use(provider)`), so these tests
 never depend on the process-wide provider that other test modules (or configure()) may install.
@@ -119,3 +120,9 @@ def echo_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> lis
                if key.startswith("HTTP_")}
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(headers).encode()]
+
+
+@pytest.fixture
+def echo(serve: Callable[[Any], Server]) -> Server:
+    """A loopback server running `echo_app`."""
+    return serve(echo_app)

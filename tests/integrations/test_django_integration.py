@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import django  # type: ignore[import-untyped]
 import pytest
 import requests
-from conftest import Server, Sink
 from django.conf import settings  # type: ignore[import-untyped]
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # type: ignore[import-untyped]
 from django.urls import path  # type: ignore[import-untyped]
@@ -21,6 +20,11 @@ from meshtrace.integrations import django as mt_django
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 RELEASE = threading.Event()
+
+if TYPE_CHECKING:
+    from integration_support import Server, Sink
+
+pytest_plugins = ["integration_support"]
 
 
 def user(request: Any, uid: int) -> Any:

@@ -6,12 +6,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 import pytest
 import requests
-from conftest import Server, Sink
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -21,6 +20,11 @@ from meshtrace.integrations._wsgi import ServerTracer
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
+
+if TYPE_CHECKING:
+    from integration_support import Server, Sink
+
+pytest_plugins = ["integration_support"]
 
 
 def make_app(sink: Sink) -> flask.Flask:

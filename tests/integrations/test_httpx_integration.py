@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from conftest import Server, Sink, echo_app
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
@@ -19,14 +18,15 @@ from meshtrace.integrations import httpx as mt_httpx
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
+if TYPE_CHECKING:
+    from integration_support import Server, Sink
+
+pytest_plugins = ["integration_support"]
+
 
 class CompanyClient(httpx.Client):
     """A subclass made before instrumentation, as a user's code would."""
 
-
-@pytest.fixture
-def echo(serve: Callable[[Any], Server]) -> Server:
-    return serve(echo_app)
 
 
 @pytest.fixture

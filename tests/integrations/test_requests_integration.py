@@ -5,12 +5,11 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 import requests.adapters
-from conftest import Server, Sink, echo_app
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
@@ -23,6 +22,11 @@ from meshtrace.integrations._client import ClientTracer
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
+if TYPE_CHECKING:
+    from integration_support import Server, Sink
+
+pytest_plugins = ["integration_support"]
+
 
 @pytest.fixture
 def instrumented(sink: Sink) -> Iterator[None]:
@@ -32,10 +36,6 @@ def instrumented(sink: Sink) -> Iterator[None]:
     finally:
         mt_requests.uninstrument()
 
-
-@pytest.fixture
-def echo(serve: Callable[[Any], Server]) -> Server:
-    return serve(echo_app)
 
 
 def inbound(headers: dict[str, str]) -> object:
