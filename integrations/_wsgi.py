@@ -73,7 +73,10 @@ class _Body:
         self._request = request
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._inner)
+        # The span ends when the last chunk has been produced, or when the server closes the body early,
+        # whichever comes first (a test client may read the body without ever closing it).
+        yield from self._inner
+        self._request.end()
 
     def close(self) -> None:
         try:
@@ -87,7 +90,7 @@ class _Body:
 class _Request:
     """One traced request: its span, the context token, the status the app answered."""
 
-    __slots__ = ("_server", "_start_response", "environ", "method", "route", "span", "status", "token")
+    __slots__ = ("_server", "_start_response", "ended", "environ", "method", "route", "span", "status", "token")
 
     def __init__(self, server: ServerTracer, environ: dict[str, Any], method: str, span: trace.Span,  # noqa: PLR0917
                  token: object, start_response: StartResponse) -> None:
@@ -98,6 +101,7 @@ class _Request:
         self.token = token
         self.status: str | None = None
         self.route: str | None = None
+        self.ended = False
         self._start_response = start_response
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
@@ -156,6 +160,9 @@ class _Request:
             log_failure(f"{self._server.framework}.exception")
 
     def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
         try:
             self.span.end()
         except Exception:
