@@ -91,23 +91,21 @@ def configure(
             "telemetry.distro.name": "meshtrace",
             "telemetry.distro.version": __version__,
         })
-        provider = TracerProvider(sampler=HintedSampler(sampler_obj), resource=resource, shutdown_on_exit=False)
-        span_exporter = build_exporter(settings)
-        processor = DroppingBatchSpanProcessor(span_exporter) if span_exporter is not None else None
-        if processor is not None:
-            provider.add_span_processor(processor)
-
         current = trace.get_tracer_provider()
+        processor: DroppingBatchSpanProcessor | None = None
         if isinstance(current, TracerProvider):
             # Someone (opentelemetry-instrument, the app) installed an SDK provider first. It cannot be
             # replaced; keep it rather than export every span twice, and say so.
             logger.warning("meshtrace.configure(): an OpenTelemetry TracerProvider is already installed; "
                            "meshtrace keeps it (its sampler and exporters) and only sets the propagator")
-            if processor is not None:
-                processor.shutdown(0)
             provider = current
-            processor = None
         else:
+            provider = TracerProvider(sampler=HintedSampler(sampler_obj), resource=resource,
+                                      shutdown_on_exit=False)
+            span_exporter = build_exporter(settings)
+            if span_exporter is not None:
+                processor = DroppingBatchSpanProcessor(span_exporter)
+                provider.add_span_processor(processor)
             trace.set_tracer_provider(provider)
         _install_textmap(propagator)
         _state.installed = _Installed(settings, provider, processor)

@@ -251,3 +251,23 @@ def test_forked_workers_keep_exporting(tmp_path: Path) -> None:
     pids = {int(a["value"]["intValue"]) for span in spans for a in span.get("attributes", ())
             if a["key"] == "worker.pid"}
     assert pids == set(result["children"])
+
+
+def test_a_provider_installed_by_someone_else_is_kept(tmp_path: Path) -> None:
+    done = run("""
+        import json, logging, meshtrace
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        logging.basicConfig(level=logging.WARNING)
+        theirs = TracerProvider()
+        trace.set_tracer_provider(theirs)
+        ours = meshtrace.configure("x", exporter="file", endpoint="never.jsonl")
+        meshtrace.get_tracer("t").start_span("s").end()
+        meshtrace.shutdown()
+        from opentelemetry import propagate
+        print(json.dumps([ours is theirs, type(propagate.get_global_textmap()).__name__]))
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, "MeshPropagator"]
+    assert "an OpenTelemetry TracerProvider is already installed" in done.stderr
+    assert not (tmp_path / "never.jsonl").exists()
