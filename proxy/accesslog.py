@@ -14,9 +14,9 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Final, Literal, TextIO
+from typing import IO, Final
 
-from meshtrace.proxy.hop import Hop
+from .hop import Hop
 
 __all__ = ["ENVOY_DEFAULT_FORMAT", "AccessLog", "format_envoy", "format_json"]
 
@@ -111,7 +111,7 @@ def format_json(hop: Hop, clock: _Clock | None = None) -> str:
 class AccessLog:
     """A `HopObserver` writing one line per hop to `stream` (stdout by default) from a background thread."""
 
-    def __init__(self, stream: TextIO | None = None, *, format: Literal["envoy", "json"] = "envoy",
+    def __init__(self, stream: IO[str] | None = None, *, format: str = "envoy",
                  max_queue: int = 10_000, flush_interval: float = 0.1) -> None:
         if format not in ("envoy", "json"):
             raise ValueError(f"access log format must be 'envoy' or 'json', not {format!r}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-from meshtrace.proxy.hop import Direction, Hop, Workload
+from .hop import Direction, Hop, Workload
 
 __all__ = [
     "BYTE_BUCKETS",

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, unquote
 
-from meshtrace.proxy.hop import Workload
+from .hop import Workload
 
 __all__ = ["PEER_HEADER", "decode_peer", "encode_peer", "workload_from_env"]
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from meshtrace.proxy.hop import Direction, Hop, HopObserver, Workload
+from .hop import Direction, Hop, HopObserver, Workload
 
 __all__ = ["TcpConnectionCounters", "TcpObserver", "serve_tcp"]
 

@@ -106,7 +106,7 @@ def test_json_format_option_and_close_flushes() -> None:
 
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="envoy"):
-        AccessLog(io.StringIO(), format="xml")  # type: ignore[arg-type]
+        AccessLog(io.StringIO(), format="xml")
 
 
 class BlockedStream(io.StringIO):
