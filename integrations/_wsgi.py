@@ -183,6 +183,36 @@ def record_exception(environ: Mapping[str, Any], exc: BaseException) -> None:
         log_failure("server.exception-hook")
 
 
+#: Header prefixes that carry baggage on their own (Jaeger `uberctx-`, OpenTracing `ot-baggage-`); they are
+#: not in a propagator's `fields`, so their presence alone sends a request through extraction.
+_BAGGAGE_PREFIXES = ("HTTP_UBERCTX_", "HTTP_OT_BAGGAGE_")
+_fields_cache: list[tuple[object, frozenset[str]]] = []
+
+
+def _may_carry_context(textmap: object, environ: Mapping[str, Any]) -> bool:
+    """False only when the request has none of the propagator's headers: extraction would find nothing.
+
+    A request that enters the mesh without any trace header is common (the first service), and extracting
+    every format from it costs as much as the span; one pass over the environ's keys is far cheaper.
+    """
+    cached = _fields_cache[0] if _fields_cache else None
+    if cached is None or cached[0] is not textmap:
+        try:
+            fields = textmap.fields  # type: ignore[attr-defined]
+            names = frozenset("HTTP_" + name.upper().replace("-", "_") for name in fields)
+        except Exception:
+            return True
+        if not names:
+            return True
+        cached = (textmap, names)
+        _fields_cache[:] = [cached]
+    names = cached[1]
+    for key in environ:  # noqa: SIM110  (a plain loop is faster than any() over a generator here)
+        if key in names or key.startswith(_BAGGAGE_PREFIXES):
+            return True
+    return False
+
+
 class ServerTracer:
     """Makes the SERVER spans of one framework's WSGI requests."""
 
@@ -243,7 +273,8 @@ class ServerTracer:
         if protocol:
             attributes["network.protocol.version"] = protocol
 
-        parent = propagate.extract(environ, current, ENVIRON_GETTER)
+        textmap = propagate.get_global_textmap()
+        parent = textmap.extract(environ, current, ENVIRON_GETTER) if _may_carry_context(textmap, environ) else current
         span = self.tracer.get().start_span(method, parent, SpanKind.SERVER, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         environ[SPAN_KEY] = span

@@ -339,3 +339,24 @@ def test_current_span_is_cleared_after_the_request(app_server: tuple[flask.Flask
     app, _ = app_server
     app.test_client().get("/users/9")
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_baggage_alone_still_reaches_the_request_context(instrumented: None, sink: Sink) -> None:
+    from opentelemetry import baggage
+
+    from meshtrace.propagation import get_request_id
+
+    app = flask.Flask("baggage_itest")
+    seen: dict[str, object] = {}
+
+    @app.get("/")
+    def index() -> str:
+        seen["tenant"] = baggage.get_baggage("tenant")
+        seen["request_id"] = get_request_id()
+        return "ok"
+
+    client = app.test_client()
+    assert client.get("/", headers={"uberctx-tenant": "acme"}).get_data() == b"ok"
+    assert seen["tenant"] == "acme"
+    assert client.get("/", headers={"x-request-id": "rid-only"}).get_data() == b"ok"
+    assert seen["request_id"] == "rid-only"
