@@ -1,0 +1,472 @@
+"""One request/response through the sidecar: route, span, upstream connection, streaming both ways, the Hop.
+
+Theory of operation. An Exchange is made when the codec has a request head, and `start()`ed when it reaches
+the front of its connection's pipeline queue:
+
+    start -> [local reply] ----------------------------------------------------------> finished
+          -> acquire upstream (idle one now, or a connect task) -> attached -> head sent
+             -> response head -> body ... -> response end -> finished (upstream back to the pool)
+             -> 101 -> tunnel (raw bytes both ways) -> either side closes -> finished
+
+The request body may keep arriving during all of this: before `attached` it is buffered (bounded, reading
+paused beyond `max_pending_body`), afterwards written straight to the upstream, re-framed. Upstream trouble
+before the response head becomes a local reply with Envoy's flag (UF 503, UC 503, UT 504, UPE 502); after the
+head has gone out nothing can be said any more, so the downstream connection is reset and the flag recorded.
+`finish()` runs exactly once: it ends the span, reports the Hop and hands the connection back its turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+
+from . import flags, localreply
+from .codec import RequestHead, ResponseHead, encode_request_head, encode_response_head
+from .errors import UpstreamError
+from .headers import HOP_BY_HOP, Headers, connection_tokens
+from .hop import Hop, Workload
+from .peer import decode_peer
+from .pool import ConnectionPool
+from .router import RouteDecision, split_authority
+from .upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from .connection import DownstreamConnection
+
+__all__ = ["Exchange"]
+
+logger = logging.getLogger("meshtrace.proxy")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+# Response headers never passed on (Transfer-Encoding is re-framed; Content-Length passes).
+_RESPONSE_DROP = HOP_BY_HOP
+_TUNNEL_KEEP = frozenset({b"connection", b"upgrade"})
+
+
+class Exchange:
+    __slots__ = (
+        "_span", "_timer", "authority", "conn", "ctx", "decision", "destination", "finished", "flags", "head",
+        "keep_alive", "out_head", "pending", "pending_size", "pool", "request_bytes", "request_done",
+        "request_id", "request_sent", "resp_chunked", "response_bytes", "response_started", "retried",
+        "source", "start_ns", "started", "status", "tunnel", "up_keep_alive", "upgrade_tail", "upstream",
+        "upstream_address", "upstream_ns",
+    )
+
+    def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
+        self.conn = conn
+        self.ctx = conn.ctx
+        self.head = head
+        self.start_ns = time.time_ns()
+        self.started = False
+        self.finished = False
+        self.decision: RouteDecision | None = None
+        self.pool: ConnectionPool | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_address = ""
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.request_done = False
+        self.request_sent = False
+        self.response_started = False
+        self.resp_chunked = False
+        self.keep_alive = head.keep_alive
+        self.up_keep_alive = False
+        self.status = 0
+        self.flags: list[str] = []
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.request_id = b""
+        self.authority = b""
+        self.out_head = b""
+        self.retried = False
+        self.tunnel = False
+        self.upgrade_tail: bytes | None = None
+        self.upstream_ns = 0
+        self._span: trace.Span | None = None
+        self._timer: object | None = None
+        self.source: Workload | None = None
+        self.destination: Workload | None = None
+
+    # -- request side ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Route, open the span, build the upstream head, and get a connection. Runs at the queue front."""
+        self.started = True
+        ctx = self.ctx
+        head = self.head
+        hmap = head.hmap
+        if head.method == b"CONNECT":
+            self.local_reply(405, flags.NONE, "CONNECT is not supported by this proxy")
+            return
+        decision = ctx.router.route(head)
+        self.decision = decision
+        self.authority = decision.authority if decision is not None else hmap.get(b"host", b"")
+        request_id = hmap.get(b"x-request-id")
+        added_id = not request_id
+        if added_id:
+            request_id = str(uuid.uuid4()).encode()
+        self.request_id = request_id or b""
+        tracer = ctx.tracer
+        if tracer is not None:
+            if decision is not None:
+                route = decision.route
+                name = f"{split_host(self.authority, route.port)}:{route.port}{route.span_path}"
+            else:
+                name = f"{self.authority.decode('latin-1')}/*"
+            self._span = tracer.start(hmap, name, self.start_ns)
+        if ctx.inbound:
+            self.source = decode_peer(hmap.get(ctx.peer_header))
+        if decision is None:
+            self.local_reply(404, flags.NR, "route not found")
+            return
+        route = decision.route
+
+        drop = ctx.request_drop
+        connection = hmap.get(b"connection")
+        if connection is not None:
+            drop = drop | connection_tokens(connection)
+        if decision.rewrite_host:
+            drop = drop | {b"host"}
+        out: Headers = [pair for pair in head.headers if pair[0] not in drop]
+        if decision.rewrite_host:
+            out.insert(0, (b"host", decision.authority))
+        if added_id:
+            out.append((b"x-request-id", self.request_id))
+        if not ctx.inbound:
+            out.append((ctx.peer_header, ctx.peer_value))
+        if self._span is not None and tracer is not None:
+            tracer.inject(self._span, out)
+        if head.upgrade:
+            out.append((b"connection", b"upgrade"))
+            out.append((b"upgrade", hmap.get(b"upgrade", b"")))
+        if head.chunked:
+            out.append((b"transfer-encoding", b"chunked"))
+        self.out_head = encode_request_head(head.method, decision.target, out)
+        self.pool = ctx.pools.get(route.host, route.port)
+        self.upstream_address = self.pool.address
+        self._acquire()
+
+    def _acquire(self) -> None:
+        assert self.pool is not None
+        self.upstream_ns = time.perf_counter_ns()
+        conn = self.pool.acquire_idle()
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self.ctx.loop.create_task(self._connect(self.pool))
+
+    async def _connect(self, pool: ConnectionPool) -> None:
+        try:
+            conn = await pool.connect()
+        except UpstreamError as exc:
+            if not self.finished:
+                self.local_reply(503, exc.flag, exc.reason)
+            return
+        except Exception as exc:  # a resolver or OS surprise: still a clean 503, never a dead connection
+            if not self.finished:
+                self.local_reply(503, flags.UF, localreply.reset_before_headers(localreply.CONNECT_FAILURE, str(exc)))
+            return
+        if self.finished:
+            pool.release(conn)      # the downstream went away meanwhile; the connection is still good
+            return
+        self._attach(conn)
+
+    def _attach(self, up: UpstreamConnection) -> None:
+        self.upstream = up
+        up.attach(self, self.head.method == b"HEAD")
+        conn = self.conn
+        if conn.write_paused:
+            up.pause_reading()
+        if self.head.expect_continue and not self.request_done and not self.request_bytes:
+            conn.write(_CONTINUE)       # we stripped Expect upstream, so the 100 is ours to send
+        parts = [self.out_head]
+        chunked = self.head.chunked
+        for data in self.pending:
+            if chunked:
+                parts += (b"%x\r\n" % len(data), data, _CRLF)
+            else:
+                parts.append(data)
+        if self.request_done:
+            if chunked:
+                parts.append(_LAST_CHUNK)
+            self.request_sent = True
+        up.write(b"".join(parts))
+        if self.pending_size:
+            self.pending = []
+            self.pending_size = 0
+            conn.resume(conn.PAUSE_PENDING)
+        timeout = self.decision.route.timeout if self.decision is not None else None
+        if timeout:
+            self._timer = self.ctx.loop.call_later(timeout, self._on_timeout)
+
+    def on_request_body(self, data: bytes) -> None:
+        self.request_bytes += len(data)
+        up = self.upstream
+        if up is not None:
+            if self.tunnel:
+                up.write(data)
+            elif self.head.chunked:
+                up.writelines([b"%x\r\n" % len(data), data, _CRLF])
+            else:
+                up.write(data)
+        elif not self.finished:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > self.ctx.limits.max_pending_body:
+                self.conn.pause(self.conn.PAUSE_PENDING)
+
+    def on_request_end(self) -> None:
+        self.request_done = True
+        up = self.upstream
+        if up is not None:
+            if self.head.chunked:
+                up.write(_LAST_CHUNK)
+            self.request_sent = True
+
+    def on_upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self.conn.pause(self.conn.PAUSE_UPSTREAM)
+        else:
+            self.conn.resume(self.conn.PAUSE_UPSTREAM)
+
+    # -- response side -----------------------------------------------------------------------------------------
+    def on_response_head(self, head: ResponseHead) -> None:
+        self._cancel_timer()
+        ctx = self.ctx
+        conn = self.conn
+        status = head.status
+        self.status = status
+        self.up_keep_alive = head.keep_alive
+        peer = ctx.peer_header
+        drop = _RESPONSE_DROP
+        for name, value in head.headers:
+            if name == b"connection":
+                drop = drop | connection_tokens(value)
+        # A 101 must keep Connection/Upgrade: they tell the client which protocol now runs.
+        drop = (drop - _TUNNEL_KEEP) | {peer} if status == 101 and self.head.upgrade else drop | {peer}
+        out: Headers = []
+        for pair in head.headers:
+            name = pair[0]
+            if name in drop:
+                if name == peer and not ctx.inbound:
+                    self.destination = decode_peer(pair[1])
+                continue
+            out.append(pair)
+        if ctx.inbound:
+            out.append((peer, ctx.peer_value))
+        if status == 101 and self.head.upgrade:
+            self.response_started = True
+            self.tunnel = True
+            conn.write(encode_response_head(101, out))
+            conn.start_tunnel(self)
+            if self.upgrade_tail and self.upstream is not None:
+                self.upstream.write(self.upgrade_tail)
+                self.upgrade_tail = None
+            return
+        no_body = self.head.method == b"HEAD" or status in (204, 304)
+        if not no_body and head.content_length is None:
+            if self.head.version == b"1.1":
+                out.append((b"transfer-encoding", b"chunked"))
+                self.resp_chunked = True
+            else:
+                self.keep_alive = False     # HTTP/1.0 client: the body ends when we close
+        if self.head.upgrade or conn.draining:
+            self.keep_alive = False         # a refused upgrade leaves the downstream parser spent
+        if not self.keep_alive:
+            out.append((b"connection", b"close"))
+        elif self.head.version == b"1.0":
+            out.append((b"connection", b"keep-alive"))
+        self.response_started = True
+        conn.write(encode_response_head(status, out))
+
+    def on_response_body(self, data: bytes) -> None:
+        self.response_bytes += len(data)
+        if self.resp_chunked:
+            self.conn.writelines([b"%x\r\n" % len(data), data, _CRLF])
+        else:
+            self.conn.write(data)
+
+    def on_response_end(self) -> None:
+        if self.resp_chunked:
+            self.conn.write(_LAST_CHUNK)
+        up = self.upstream
+        self.upstream = None
+        if up is not None and self.pool is not None:
+            if self.request_sent and self.up_keep_alive:
+                up.detach()
+                self.pool.release(up)
+            else:
+                up.close()
+        self.finish()
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        self.response_bytes += len(data)
+        self.conn.write(data)
+
+    def on_upstream_lost(self, protocol_error: str | None) -> None:
+        up = self.upstream
+        self.upstream = None
+        if self.finished:
+            return
+        if self.tunnel:
+            self.conn.close()
+            self.finish()
+            return
+        if not self.response_started:
+            self._cancel_timer()
+            if protocol_error is not None:
+                self.local_reply(502, flags.UPE, f"upstream protocol error: {protocol_error}")
+                return
+            if (up is not None and up.reused and not up.got_response_bytes and not self.retried
+                    and self.request_bytes == 0 and self.request_done):
+                # A pooled connection the upstream had already closed: nothing reached the app, try afresh.
+                self.retried = True
+                self._acquire()
+                return
+            self.local_reply(503, flags.UC, localreply.reset_before_headers(localreply.CONNECTION_TERMINATION))
+            return
+        self.flags.append(flags.UPE if protocol_error is not None else flags.UC)
+        self.keep_alive = False
+        self.conn.abort()                   # headers already went out: only a reset says "incomplete"
+        self.finish()
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if self.finished:
+            return
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abort()
+        if not self.response_started:
+            self.local_reply(504, flags.UT, "upstream request timeout")
+        else:
+            self.flags.append(flags.UT)
+            self.conn.abort()
+            self.finish()
+
+    def _cancel_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()  # type: ignore[attr-defined]
+
+    # -- endings ---------------------------------------------------------------------------------------------
+    def local_reply(self, status: int, flag: str, body: str) -> None:
+        """Answer from the proxy itself; closes the connection when the request body is not all read."""
+        if flag != flags.NONE:
+            self.flags.append(flag)
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abort()
+        self.status = status
+        if not self.request_done or self.conn.draining or self.head.upgrade:
+            self.keep_alive = False
+        extra = [(self.ctx.peer_header, self.ctx.peer_value)] if self.ctx.inbound else None
+        data = localreply.build(status, body, close=not self.keep_alive, head_only=self.head.method == b"HEAD",
+                                extra=extra)
+        self.response_bytes = len(body) + 1 if self.head.method != b"HEAD" else 0
+        self.response_started = True
+        self.conn.write(data)
+        self.finish()
+
+    def downstream_lost(self) -> None:
+        """The client went away: drop the upstream (it may be mid-response) and record DC."""
+        if self.finished:
+            return
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abort()
+        if not self.started:
+            self.finished = True            # never began: no span, no hop
+            return
+        if not self.tunnel:
+            self.flags.append(flags.DC)
+        self.keep_alive = False
+        self.finish()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._cancel_timer()
+        end_ns = time.time_ns()
+        try:
+            self._report(end_ns)
+        except Exception:
+            logger.exception("recording a hop failed")
+        self.conn.exchange_done(self)
+
+    def _report(self, end_ns: int) -> None:
+        ctx = self.ctx
+        head = self.head
+        decision = self.decision
+        hmap = head.hmap
+        upstream_ms = None
+        if self.upstream_ns and self.status and not self.flags:
+            upstream_ms = (time.perf_counter_ns() - self.upstream_ns) / 1e6
+        if ctx.inbound:
+            source = self.source or Workload()
+            destination = ctx.identity
+        else:
+            source = ctx.identity
+            destination = self.destination or _unknown_destination(decision)
+        hop = Hop(
+            direction=ctx.direction,
+            start_time=self.start_ns / 1e9,
+            protocol="HTTP/1.1" if head.version == b"1.1" else "HTTP/1.0",
+            method=head.method.decode("latin-1"),
+            path=head.target.decode("latin-1") if decision is None or not decision.rewrite_host
+            else decision.target.decode("latin-1"),
+            authority=self.authority.decode("latin-1"),
+            user_agent=hmap.get(b"user-agent", b"").decode("latin-1"),
+            request_id=self.request_id.decode("latin-1"),
+            downstream_address=self.conn.peer,
+            upstream_address=self.upstream_address,
+            upstream_cluster=decision.route.cluster if decision is not None else "",
+            route_name=decision.route.name if decision is not None else "",
+            status=self.status,
+            response_flags=flags.join(self.flags),
+            request_bytes=self.request_bytes,
+            response_bytes=self.response_bytes,
+            duration_ms=(end_ns - self.start_ns) / 1e6,
+            upstream_service_time_ms=upstream_ms,
+            source=source,
+            destination=destination,
+            attempts=(2 if self.retried else 1) if self.pool is not None else 0,
+        )
+        span = self._span
+        tracer = ctx.tracer
+        if span is not None and tracer is not None:
+            hop.trace_id, hop.span_id = tracer.ids(span)
+            tracer.finish(span, hop, end_ns)
+        ctx.report(hop)
+
+
+def split_host(authority: bytes, default_port: int) -> str:
+    """The host part of an authority, for span names."""
+    address = split_authority(authority, default_port)
+    return address[0] if address is not None else authority.decode("latin-1")
+
+
+_UNKNOWN_BY_SERVICE: dict[str, Workload] = {}
+
+
+def _unknown_destination(decision: RouteDecision | None) -> Workload:
+    """A destination without a sidecar of its own: only its service (host) name is known, as in Istio."""
+    if decision is None:
+        return Workload()
+    host = decision.route.host
+    known = _UNKNOWN_BY_SERVICE.get(host)
+    if known is None:
+        known = Workload(service=host)
+        if len(_UNKNOWN_BY_SERVICE) < 4096:
+            _UNKNOWN_BY_SERVICE[host] = known
+    return known

@@ -1,0 +1,105 @@
+"""A listener: one bound port, its direction, and what its connections share (router, pools, tracer, observers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .codec import MAX_HEADER_BYTES
+from .headers import HOP_BY_HOP, TRACE_HEADERS
+from .hop import Direction, Hop, HopObserver, Workload
+from .peer import PEER_HEADER, encode_peer
+from .pool import PoolSet
+from .router import Router
+from .tracing import HopTracer
+
+__all__ = ["Limits", "Listener", "ListenerContext"]
+
+logger = logging.getLogger("meshtrace.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits and timeouts (seconds)."""
+
+    header_timeout: float = 10.0        # first byte of a request head -> whole head, else 408
+    idle_timeout: float = 60.0          # keep-alive connection with no request in flight
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_pending_body: int = 256 * 1024  # request body buffered while the upstream connects
+    write_buffer_high: int = 256 * 1024
+
+
+@dataclass(eq=False)
+class ListenerContext:
+    """Shared by every connection of one listener; read on the hot path, so plain attributes."""
+
+    loop: asyncio.AbstractEventLoop
+    direction: Direction
+    router: Router
+    pools: PoolSet
+    identity: Workload
+    tracer: HopTracer | None = None
+    observers: Sequence[HopObserver] = ()
+    limits: Limits = field(default_factory=Limits)
+    connections: set[object] = field(default_factory=set)
+    draining: bool = False
+    requests: int = 0                   # hops finished, for /stats
+    peer_header: bytes = field(init=False)
+    peer_value: bytes = field(init=False)
+    request_drop: frozenset[bytes] = field(init=False)
+    inbound: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.peer_header = PEER_HEADER.encode()
+        self.peer_value = encode_peer(self.identity).encode("latin-1")
+        self.inbound = self.direction == "inbound"
+        # Stripped from every forwarded request: hop-by-hop headers, Expect (the proxy answers 100-continue
+        # itself), a peer header nobody may spoof, and, when this proxy traces, the old trace headers.
+        drop = HOP_BY_HOP | {b"expect", self.peer_header}
+        self.request_drop = drop | TRACE_HEADERS if self.tracer is not None else drop
+
+    def report(self, hop: Hop) -> None:
+        """Hand a finished hop to every observer; an observer's bug is logged, never raised into the proxy."""
+        self.requests += 1
+        for observer in self.observers:
+            try:
+                observer.on_hop(hop)
+            except Exception:
+                logger.exception("hop observer %r failed", observer)
+
+
+class Listener:
+    """Binds `host:port` and serves DownstreamConnections for `context`."""
+
+    def __init__(self, context: ListenerContext, host: str, port: int) -> None:
+        self.context = context
+        self.host = host
+        self.port = port
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        from .connection import DownstreamConnection
+
+        context = self.context
+        self.server = await context.loop.create_server(
+            lambda: DownstreamConnection(context), self.host, self.port, reuse_address=True, backlog=1024)
+        sock: socket.socket = self.server.sockets[0]
+        self.port = sock.getsockname()[1]       # port 0 in tests: the one the OS chose
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def drain(self) -> None:
+        """Stop accepting and ask every connection to close once its in-flight request is answered."""
+        self.stop_accepting()
+        self.context.draining = True
+        for conn in list(self.context.connections):
+            conn.drain()  # type: ignore[attr-defined]
+
+    @property
+    def active(self) -> int:
+        return len(self.context.connections)
