@@ -92,12 +92,19 @@ class DownstreamConnection(asyncio.Protocol):
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
+        queue = self.queue
         if offset is not None:
             self.upgraded = True
-            if self.queue:
-                self.queue[-1].upgrade_tail = data[offset:] or None
+            if queue:
+                queue[-1].upgrade_tail = data[offset:] or None
             self.pause(self.PAUSE_UPGRADE)
-        elif codec.started and not was_started and not self.queue:
+        if queue:
+            front = queue[0]
+            if not front.started:
+                # Started only once the whole read parsed cleanly: a request whose framing breaks later
+                # in the same read never reaches the upstream at all.
+                front.start()
+        elif codec.started and not was_started:
             # A head arrived in pieces: from now on it has `header_timeout` to complete.
             self._head_started_at = self.ctx.loop.time()
             self._arm_timer(self.ctx.limits.header_timeout)
@@ -141,7 +148,6 @@ class DownstreamConnection(asyncio.Protocol):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            exchange.start()
         else:
             self.pause(self.PAUSE_PIPELINE)
 
@@ -224,8 +230,11 @@ class DownstreamConnection(asyncio.Protocol):
         """A request broke framing: answer it locally and close; never forward it."""
         queue = self.queue
         reading = self.reading
-        if reading is not None and queue and queue[0] is reading and len(queue) == 1 \
-                and not reading.response_started and reading.started:
+        if not any(exchange.started for exchange in queue):
+            for exchange in queue:
+                exchange.finished = True        # never began: no span, no upstream, nothing to undo
+            queue.clear()
+        elif reading is not None and queue[0] is reading and len(queue) == 1 and not reading.response_started:
             # The body of the request in flight was malformed (bad chunk): answer for it.
             reading.keep_alive = False
             reading.local_reply(exc.status, flags.DPE, exc.reason)

@@ -206,6 +206,9 @@ class UpstreamServer(ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass                            # resets are part of the tests; nothing to print
+
     def close(self) -> None:
         self.shutdown()
         self.server_close()
@@ -283,3 +286,10 @@ def raw_exchange(port: int, payload: bytes, *, timeout: float = 5.0, shut: bool 
         except ConnectionResetError:
             chunks.append(b"<RESET>")
         return b"".join(chunks)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
