@@ -12,6 +12,7 @@ import json
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -167,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
             return
+        if url.path == "/slow":
+            time.sleep(float(query.get("ms", "500")) / 1000)
         if url.path.startswith("/status/"):
             status = int(url.path.rsplit("/", 1)[1])
             self.send_response(status)

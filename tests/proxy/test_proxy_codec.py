@@ -1,0 +1,142 @@
+"""The codec without sockets: events, the checks added on top of llhttp, response framing, encoders."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshtrace.proxy.codec import (
+    RequestCodec,
+    RequestHead,
+    ResponseCodec,
+    ResponseHead,
+    encode_request_head,
+    encode_response_head,
+)
+from meshtrace.proxy.errors import ProtocolError
+from meshtrace.proxy.headers import HOP_BY_HOP, connection_tokens, drop_set, filter_headers
+from meshtrace.proxy.router import InboundRouter, OutboundRouter, split_authority
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def on_request_head(self, head: RequestHead) -> None:
+        self.events.append(head)
+
+    def on_request_body(self, data: bytes) -> None:
+        self.events.append(data)
+
+    def on_request_end(self) -> None:
+        self.events.append("end")
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.events.append(head)
+
+    def on_response_body(self, data: bytes) -> None:
+        self.events.append(data)
+
+    def on_response_end(self) -> None:
+        self.events.append("end")
+
+
+def test_request_events_and_lowercased_headers() -> None:
+    sink = Sink()
+    codec = RequestCodec(sink)
+    codec.feed(b"POST /a?b HTTP/1.1\r\nHost: x\r\nX-Thing: V\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+               b"X-Trailer: dropped\r\n\r\n")
+    head, body, end = sink.events
+    assert isinstance(head, RequestHead)
+    assert (head.method, head.target, head.version, head.chunked) == (b"POST", b"/a?b", b"1.1", True)
+    assert head.headers == [(b"host", b"x"), (b"x-thing", b"V"), (b"transfer-encoding", b"chunked")]
+    assert (body, end) == (b"abc", "end")
+
+
+def test_a_head_split_across_reads_is_tracked_as_started() -> None:
+    sink = Sink()
+    codec = RequestCodec(sink)
+    codec.feed(b"GET / HT")
+    assert codec.started
+    assert not sink.events
+    codec.feed(b"TP/1.1\r\nHost: a\r\n\r\n")
+    assert not codec.started
+    assert len(sink.events) == 2
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431),
+])
+def test_checks_beyond_llhttp(raw: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        RequestCodec(Sink()).feed(raw)
+    assert info.value.status == status
+
+
+def test_upgrade_returns_the_offset_of_raw_bytes() -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nRAW"
+    assert RequestCodec(Sink()).feed(raw) == len(raw) - 3
+
+
+def test_response_to_head_has_no_body_whatever_its_length() -> None:
+    sink = Sink()
+    codec = ResponseCodec(sink)
+    codec.head_request = True
+    codec.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    assert sink.events[1:] == ["end"]
+    codec.head_request = False
+    codec.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")     # the parser starts clean
+    assert sink.events[-2:] == [b"ok", "end"]
+
+
+def test_interim_responses_are_swallowed_and_close_delimited_is_flagged() -> None:
+    sink = Sink()
+    codec = ResponseCodec(sink)
+    codec.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\nbody")
+    head = sink.events[0]
+    assert isinstance(head, ResponseHead)
+    assert head.status == 200
+    assert sink.events[1:] == [b"body"]
+    assert codec.close_delimited
+
+
+def test_garbage_response_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError) as info:
+        ResponseCodec(Sink()).feed(b"HELLO\r\n\r\n")
+    assert info.value.status == 502
+
+
+def test_encoders() -> None:
+    assert encode_response_head(204, [(b"a", b"b")]) == b"HTTP/1.1 204 No Content\r\na: b\r\n\r\n"
+    assert encode_request_head(b"GET", b"/", [(b"host", b"x")]) == b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+def test_hop_by_hop_filter() -> None:
+    assert connection_tokens(b"Keep-Alive, X-Foo ,") == {b"keep-alive", b"x-foo"}
+    drop = drop_set(HOP_BY_HOP, b"x-foo")
+    headers = [(b"x-foo", b"1"), (b"te", b"trailers"), (b"x-bar", b"2")]
+    assert filter_headers(headers, drop) == [(b"x-bar", b"2")]
+
+
+def _head(target: bytes, host: bytes = b"h") -> RequestHead:
+    return RequestHead(b"GET", target, b"1.1", [(b"host", host)], hmap={b"host": host}, keep_alive=True,
+                       upgrade=False)
+
+
+def test_routers() -> None:
+    assert split_authority(b"Svc:81") == ("svc", 81)
+    assert split_authority(b"[::1]:90") == ("::1", 90)
+    assert split_authority(b"svc") == ("svc", 80)
+    assert split_authority(b"svc:99999") is None
+    inbound = InboundRouter("127.0.0.1", 8080).route(_head(b"http://x:1/p?q"))
+    assert inbound is not None
+    assert (inbound.target, inbound.authority, inbound.rewrite_host) == (b"/p?q", b"x:1", True)
+    outbound = OutboundRouter({("127.0.0.1", 15001)})
+    decision = outbound.route(_head(b"/p", b"reviews:9080"))
+    assert decision is not None
+    assert (decision.route.host, decision.route.port, decision.route.cluster) == ("reviews", 9080,
+                                                                                  "outbound|9080||reviews")
+    assert outbound.route(_head(b"/p", b"127.0.0.1:15001")) is None          # would loop
+    assert outbound.route(_head(b"https://x/p")) is None                     # no TLS origination
