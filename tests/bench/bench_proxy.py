@@ -1,0 +1,294 @@
+"""Sidecar benchmark (a script, not a test): direct vs nginx vs haproxy vs meshtrace in front of one nginx.
+
+Run: `.venv/bin/python tests/bench/bench_proxy.py [--duration 10]` (needs nginx, haproxy and wrk on PATH:
+`make bench-deps`). Everything binds 127.0.0.1 on free ports and runs from a temporary directory; every process
+started here is stopped at the end. For each path it reports requests/s at saturation (wrk, 1 thread,
+50 connections), p50/p99 latency at a fixed ~1000 req/s (wrk with a Lua `delay()` pacing 10 connections at
+one request per 10 ms each), CPU seconds per 1000 requests of the proxy's processes and their peak RSS.
+The meshtrace sidecar runs with tracing on (100% sampled, OTLP to a local sink that accepts and discards)
+and Istio metrics on, as in issue 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+MESHTRACE = Path(sys.executable).parent / "meshtrace"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+PACED_LUA = """
+local interval = 10
+function delay()
+  return interval
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (nginx's master + worker)."""
+    pids = [pid]
+    for child in Path(f"/proc/{pid}/task").glob("*/children"):
+        for text in child.read_text().split():
+            pids += tree(int(text))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])     # utime + stime
+    return total / CLK_TCK
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        if match:
+            total += int(match.group(1))
+    return total / 1024
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    paced_rps: float = 0.0
+    cpu_per_1000: float | None = None
+    rss_mb: float | None = None
+    errors: int = 0
+
+
+def _ms(text: str) -> float:
+    value = float(re.sub(r"[a-z]+$", "", text))
+    if text.endswith("us"):
+        return value / 1000
+    if text.endswith("ms"):
+        return value
+    if text.endswith("s"):
+        return value * 1000
+    return value
+
+
+def wrk(url: str, *, connections: int, duration: int, script: Path | None = None) -> dict[str, Any]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    result: dict[str, Any] = {"raw": out}
+    result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+\w+)", out, re.M)
+        result[f"p{pct}"] = _ms(match.group(1)) if match else float("nan")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["errors"] = (int(errors.group(1)) if errors else 0) + (
+        sum(int(x) for x in socket_errors.groups()) if socket_errors else 0)
+    return result
+
+
+class _Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.spans_posted += 1  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Bench:
+    def __init__(self, workdir: Path, duration: int) -> None:
+        self.dir = workdir
+        self.duration = duration
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.upstream_port = free_port()
+
+    def start(self, command: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(command, cwd=self.dir, env=env, stdout=subprocess.DEVNULL,
+                                stderr=open(self.dir / f"{Path(command[0]).name}-{port}.log", "wb"))  # noqa: SIM115
+        self.procs.append(proc)
+        wait_port(port)
+        return proc
+
+    def nginx(self, name: str, port: int, location: str) -> subprocess.Popen[bytes]:
+        prefix = self.dir / name
+        (prefix / "logs").mkdir(parents=True, exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(f"""
+daemon off; master_process on; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
+  upstream app {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port} reuseport backlog=4096; {location} }}
+}}
+""")
+        return self.start(["nginx", "-p", str(prefix), "-c", str(conf)], port)
+
+    def measure(self, name: str, port: int, pids: list[int] | None) -> Result:
+        url = f"http://127.0.0.1:{port}/"
+        wrk(url, connections=20, duration=2)                       # warm-up: pools, caches, JIT-free but still
+        cpu0 = cpu_seconds(pids) if pids else 0.0
+        saturated = wrk(url, connections=50, duration=self.duration)
+        cpu1 = cpu_seconds(pids) if pids else 0.0
+        script = self.dir / "paced.lua"
+        script.write_text(PACED_LUA)
+        paced = wrk(url, connections=10, duration=self.duration, script=script)
+        result = Result(name, rps=saturated["rps"], p50_ms=paced["p50"], p99_ms=paced["p99"],
+                        paced_rps=paced["rps"], errors=saturated["errors"] + paced["errors"])
+        if pids:
+            result.cpu_per_1000 = (cpu1 - cpu0) / saturated["requests"] * 1000
+            result.rss_mb = peak_rss_mb(pids)
+        return result
+
+    def run(self) -> list[Result]:
+        results = []
+        self.nginx("upstream", self.upstream_port,
+                   'location / { default_type text/plain; return 200 "hello from the upstream\\n"; }')
+        results.append(self.measure("direct", self.upstream_port, None))
+
+        port = free_port()
+        proc = self.nginx("proxy", port, 'location / { proxy_pass http://app; proxy_http_version 1.1; '
+                                         'proxy_set_header Connection ""; }')
+        results.append(self.measure("nginx (1 worker)", port, tree(proc.pid)))
+
+        port = free_port()
+        cfg = self.dir / "haproxy.cfg"
+        cfg.write_text(f"""
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server app 127.0.0.1:{self.upstream_port}
+""")
+        proc = self.start(["haproxy", "-f", str(cfg)], port)
+        results.append(self.measure("haproxy (1 thread)", port, tree(proc.pid)))
+
+        sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+        sink.spans_posted = 0  # type: ignore[attr-defined]
+        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        try:
+            port, admin = free_port(), free_port()
+            env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+                   "OTEL_TRACES_EXPORTER": "otlp", "MESHTRACE_EXPORTER": "otlp"}
+            proc = self.start([str(MESHTRACE), "proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
+                               f"127.0.0.1:{self.upstream_port}", "--admin", f"127.0.0.1:{admin}",
+                               "--service", "bench", "--access-log", ""], port, env=env)
+            results.append(self.measure("meshtrace sidecar", port, [proc.pid]))
+            with __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{admin}/metrics") as response:
+                metrics = response.read().decode()
+            total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                        if line.startswith("istio_requests_total{"))
+            print(f"meshtrace: istio_requests_total={total:.0f}, OTLP export POSTs={sink.spans_posted}")  # type: ignore[attr-defined]
+        finally:
+            sink.shutdown()
+        return results
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def report(results: list[Result]) -> str:
+    direct = results[0]
+    nginx = next(r for r in results if r.name.startswith("nginx"))
+    lines = [f"{'path':<20} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'+p99 ms':>8} {'paced/s':>8} "
+             f"{'CPU-s/1k':>9} {'RSS MB':>7} {'errors':>6}"]
+    for r in results:
+        cpu = f"{r.cpu_per_1000:.4f}" if r.cpu_per_1000 is not None else "-"
+        rss = f"{r.rss_mb:.1f}" if r.rss_mb is not None else "-"
+        lines.append(f"{r.name:<20} {r.rps:>9.0f} {r.p50_ms:>7.3f} {r.p99_ms:>7.3f} {r.p99_ms - direct.p99_ms:>8.3f} "
+                     f"{r.paced_rps:>8.0f} {cpu:>9} {rss:>7} {r.errors:>6}")
+    mesh = results[-1]
+    lines.append(f"meshtrace/nginx throughput ratio: {mesh.rps / nginx.rps:.2f} (goal >= 0.33); "
+                 f"haproxy/nginx: {results[2].rps / nginx.rps:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args()
+    for tool in ("nginx", "haproxy", "wrk"):
+        if shutil.which(tool) is None:
+            print(f"bench_proxy: {tool} not found (make bench-deps)", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="meshtrace-bench-") as workdir:
+        bench = Bench(Path(workdir), args.duration)
+        try:
+            results = bench.run()
+        finally:
+            bench.close()
+    print(report(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
