@@ -51,7 +51,7 @@ _TUNNEL_KEEP = frozenset({b"connection", b"upgrade"})
 
 class Exchange:
     __slots__ = (
-        "_span", "_timer", "authority", "conn", "ctx", "decision", "destination", "finished", "flags", "head",
+        "_out", "_span", "_timer", "authority", "conn", "ctx", "decision", "destination", "finished", "flags", "head",
         "keep_alive", "out_head", "pending", "pending_size", "pool", "request_bytes", "request_done",
         "request_id", "request_sent", "resp_chunked", "response_bytes", "response_started", "retried",
         "source", "start_ns", "started", "status", "tunnel", "up_keep_alive", "upgrade_tail", "upstream",
@@ -89,6 +89,7 @@ class Exchange:
         self.upgrade_tail: bytes | None = None
         self.upstream_ns = 0
         self._span: trace.Span | None = None
+        self._out: list[bytes] = []        # response bytes of the current upstream read, written at its end
         self._timer: object | None = None
         self.source: Workload | None = None
         self.destination: Workload | None = None
@@ -282,18 +283,29 @@ class Exchange:
         elif self.head.version == b"1.0":
             out.append((b"connection", b"keep-alive"))
         self.response_started = True
-        conn.write(encode_response_head(status, out))
+        self._out.append(encode_response_head(status, out))
 
     def on_response_body(self, data: bytes) -> None:
         self.response_bytes += len(data)
         if self.resp_chunked:
-            self.conn.writelines([b"%x\r\n" % len(data), data, _CRLF])
+            self._out += (b"%x\r\n" % len(data), data, _CRLF)
         else:
-            self.conn.write(data)
+            self._out.append(data)
+
+    def on_read_complete(self) -> None:
+        """End of one upstream read: one write (writev) for the head and body pieces it produced."""
+        out = self._out
+        if out:
+            self._out = []
+            if len(out) == 1:
+                self.conn.write(out[0])
+            else:
+                self.conn.writelines(out)
 
     def on_response_end(self) -> None:
         if self.resp_chunked:
-            self.conn.write(_LAST_CHUNK)
+            self._out.append(_LAST_CHUNK)
+        self.on_read_complete()
         up = self.upstream
         self.upstream = None
         if up is not None and self.pool is not None:
@@ -332,6 +344,7 @@ class Exchange:
             return
         self.flags.append(flags.UPE if protocol_error is not None else flags.UC)
         self.keep_alive = False
+        self.on_read_complete()             # what did arrive goes out before the reset
         self.conn.abort()                   # headers already went out: only a reset says "incomplete"
         self.finish()
 

@@ -20,13 +20,15 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from .headers import Headers
+from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
 
 __all__ = ["FORCE_TRACE_HEADERS", "HopTracer", "ProxySampler", "span_name"]
 
 FORCE_TRACE_HEADERS = (b"x-envoy-force-trace", b"x-client-trace-id")
 
+# Baggage-only formats put their entries in prefixed headers (Jaeger `uberctx-`, OT `ot-baggage-`).
+_BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
 _FORCE = create_key("meshtrace-proxy-force-trace")
 _INVALID = trace.INVALID_SPAN
 
@@ -86,11 +88,17 @@ class HopTracer:
         self.propagator = propagator
         self.kind = SpanKind.SERVER if inbound else SpanKind.CLIENT
         self.inbound = inbound
+        fields = {name.lower().encode("latin-1") for name in propagator.fields}
+        self.extract_names = frozenset(fields | TRACE_HEADERS | {b"x-request-id", b"baggage"})
         self.static_attributes: dict[str, str] = {"component": "proxy", "node_id": node_id, "zone": zone,
                                                   "downstream_cluster": downstream_cluster}
 
     def start(self, hmap: Mapping[bytes, bytes], name: str, start_ns: int) -> trace.Span:
-        context = self.propagator.extract(hmap, getter=_GETTER)
+        # Most requests at the edge carry no trace header at all: skip the propagator's dozen lookups then.
+        if self.extract_names.isdisjoint(hmap) and not any(name.startswith(_BAGGAGE_PREFIXES) for name in hmap):
+            context = Context()
+        else:
+            context = self.propagator.extract(hmap, getter=_GETTER)
         if b"x-envoy-force-trace" in hmap or b"x-client-trace-id" in hmap:
             context = set_value(_FORCE, True, context)
         return self.tracer.start_span(name, context=context, kind=self.kind, start_time=start_ns,

@@ -30,6 +30,7 @@ class UpstreamUser(Protocol):
     def on_upstream_lost(self, protocol_error: str | None) -> None: ...
     def on_tunnel_data(self, data: bytes) -> None: ...
     def on_upstream_write_paused(self, paused: bool) -> None: ...
+    def on_read_complete(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -113,6 +114,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.tunnel = True
             if offset < len(data) and self.user is not None:
                 self.user.on_tunnel_data(data[offset:])
+        elif self.user is not None:
+            self.user.on_read_complete()
 
     def eof_received(self) -> bool | None:
         return False                    # half-close is not worth keeping: close, then connection_lost reports
@@ -127,6 +130,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.codec.close_delimited = False
             user.on_response_end()      # a body without length ends with the connection
         else:
+            user.on_read_complete()
             user.on_upstream_lost(None)
 
     def pause_writing(self) -> None:
