@@ -231,6 +231,9 @@ async def _serve(config: SidecarConfig) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    # The span exporter encodes batches in its own thread; with the default 5 ms switch interval the event
+    # loop could wait that long for the GIL in the middle of a request. 1 ms bounds that stall.
+    sys.setswitchinterval(0.001)
     ports = ", ".join(f"{lst.context.direction} {lst.host}:{lst.port}" for lst in sidecar.listeners)
     admin = f", admin {config.admin}" if config.admin is not None else ""
     print(f"meshtrace proxy: serving {ports}{admin}", file=sys.stderr, flush=True)
