@@ -201,8 +201,13 @@ class Exchange:
             self.pending = []
             self.pending_size = 0
             conn.resume(conn.PAUSE_PENDING)
+        if self.request_sent:
+            self._start_timer()
+
+    def _start_timer(self) -> None:
+        # As Envoy's route timeout, it runs from the end of the request, so a long upload is never cut short.
         timeout = self.decision.route.timeout if self.decision is not None else None
-        if timeout:
+        if timeout and self._timer is None and not self.response_started:
             self._timer = self.ctx.loop.call_later(timeout, self._on_timeout)
 
     def on_request_body(self, data: bytes) -> None:
@@ -224,10 +229,11 @@ class Exchange:
     def on_request_end(self) -> None:
         self.request_done = True
         up = self.upstream
-        if up is not None:
+        if up is not None and not self.finished:
             if self.head.chunked:
                 up.write(_LAST_CHUNK)
             self.request_sent = True
+            self._start_timer()
 
     def on_upstream_write_paused(self, paused: bool) -> None:
         if paused:

@@ -122,3 +122,29 @@ def test_stale_pooled_connection_is_retried_once() -> None:
     finally:
         proxy.close()
         server.close()
+
+
+def test_upstream_timeout_starts_when_the_request_has_been_sent() -> None:
+    """A slow upload is not an upstream timeout: the clock starts at the request's end, as in Envoy."""
+    def app(sock: socket.socket) -> None:
+        data = read_head(sock)
+        while not data.endswith(b"0\r\n\r\n"):
+            more = sock.recv(65536)
+            if not more:
+                return
+            data += more
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    server = RawServer(app)
+    proxy = SidecarThread(sidecar_config(server.port, upstream_timeout=0.3))
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port()), timeout=5) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(4):
+                sock.sendall(b"1\r\nx\r\n")
+                threading.Event().wait(0.2)
+            sock.sendall(b"0\r\n\r\n")
+            assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+    finally:
+        proxy.close()
+        server.close()
