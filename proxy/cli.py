@@ -41,12 +41,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("--app", help="workload app label")
     add("--workload-version", dest="version", help="workload version label")
     add("--workload", help="workload name")
+    add("--tcp", action="append", metavar="LISTEN=UPSTREAM",
+        help="pass a non-HTTP port through as plain TCP, e.g. 127.0.0.1:15010=127.0.0.1:5432 (repeatable)")
     parser.set_defaults(func=_main)
 
 
 _FLAG_KEYS = ("service", "listen", "upstream", "outbound", "admin", "sampling", "drain_timeout", "upstream_timeout",
               "connect_timeout", "idle_timeout", "header_timeout", "access_log", "access_log_format", "tracing",
-              "allow_public_bind", "namespace", "app", "version", "workload")
+              "allow_public_bind", "namespace", "app", "version", "workload", "tcp")
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -18,6 +18,8 @@ File format (every key optional; unknown keys are errors, not silently ignored):
     idle_timeout: 60s
     header_timeout: 10s
     namespace: default             # workload identity (else from MESHTRACE_*/POD_* variables)
+    tcp:                           # plain TCP pass-through ports (istio_tcp_* metrics): listen=upstream
+      - 127.0.0.1:15010=127.0.0.1:5432
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class SidecarConfig:
     node_id: str = ""
     zone: str = ""
     trace_service_name: str | None = None   # default: "<service>-sidecar"
+    tcp: tuple[tuple[Address, Address], ...] = ()   # (listen, upstream) pairs passed through as plain TCP
     source: str = "defaults"                # where the last layer came from, for /config_dump
 
 
@@ -166,6 +169,29 @@ def _positive_int(value: object) -> int:
     return number
 
 
+def _tcp_pairs(value: object) -> tuple[tuple[Address, Address], ...]:
+    """`listen=upstream` strings (a list, or comma-separated in one string), or {listen, upstream} mappings."""
+    items: list[object]
+    if isinstance(value, str):
+        items = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError(f"{value!r} is not a list of listen=upstream pairs")
+    pairs = []
+    for item in items:
+        if isinstance(item, dict):
+            if set(item) != {"listen", "upstream"}:
+                raise ValueError(f"{item!r} needs exactly the keys listen and upstream")
+            listen, upstream = item["listen"], item["upstream"]
+        else:
+            listen, sep, upstream = _text(item).partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not listen=upstream (e.g. 127.0.0.1:15010=127.0.0.1:5432)")
+        pairs.append((_address(listen), _address(upstream)))
+    return tuple(pairs)
+
+
 def _log_format(value: object) -> str:
     text = _text(value)
     if text not in {"envoy", "json"}:
@@ -180,6 +206,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "max_header_bytes": _positive_int, "tracing": _boolean, "access_log": _text,
     "access_log_format": _log_format, "allow_public_bind": _boolean, "namespace": _text, "app": _text,
     "version": _text, "workload": _text, "node_id": _text, "zone": _text, "trace_service_name": _text,
+    "tcp": _tcp_pairs,
 }
 assert set(_PARSERS) == {f.name for f in fields(SidecarConfig)} - {"source"}
 
@@ -270,14 +297,15 @@ def load_config(flags: Mapping[str, object] | None = None, *, path: str | os.Pat
 
 
 def _check(config: SidecarConfig, source: str | None) -> None:
-    if config.listen is None and config.outbound is None:
+    if config.listen is None and config.outbound is None and not config.tcp:
         raise ConfigError("nothing to do: give --listen (inbound, with --upstream) and/or --outbound",
                           source=source, field="listen")
     if config.listen is not None and config.upstream is None:
         raise ConfigError("an inbound listener needs the local app's address", source=source, field="upstream")
     if not config.allow_public_bind:
-        for name in ("listen", "outbound", "admin"):
-            address = getattr(config, name)
+        binds = [(name, getattr(config, name)) for name in ("listen", "outbound", "admin")]
+        binds += [("tcp", listen) for listen, _ in config.tcp]
+        for name, address in binds:
             if address is not None and not address.is_loopback:
                 raise ConfigError(f"{address} is not a loopback address; set allow_public_bind to expose it",
                                   source=source, field=name)

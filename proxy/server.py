@@ -64,6 +64,7 @@ class Sidecar:
         self.identity = identity_for(config)
         self.listeners: list[Listener] = []
         self.admin: Any = None
+        self.tcp_servers: list[asyncio.Server] = []
         self.pools: PoolSet | None = None
         self.ready = False
         self.draining = False
@@ -91,6 +92,15 @@ class Sidecar:
             self.listeners.append(Listener(context, config.outbound.host, config.outbound.port))
         for listener in self.listeners:
             await listener.start()
+        if config.tcp:
+            from .tcp import serve_tcp
+
+            for listen, upstream in config.tcp:
+                self.tcp_servers.append(await serve_tcp(
+                    listen.host, listen.port, upstream.host, upstream.port, self.metrics,
+                    observers=[o for o in self.observers if o is not self.metrics], direction="inbound",
+                    destination=self.identity, connect_timeout=config.connect_timeout or 5.0,
+                    upstream_cluster=f"inbound|{upstream.port}||"))
         for listener in self.listeners:
             if listener.context.direction == "outbound":
                 # Only the outbound listener itself loops; calling the own inbound side is legitimate.
@@ -124,6 +134,8 @@ class Sidecar:
         self.ready = False
         for listener in self.listeners:
             listener.drain()
+        for server in self.tcp_servers:
+            server.close()          # TCP streams have no request boundary: they end when their peers close
         deadline = asyncio.get_running_loop().time() + (self.config.drain_timeout if timeout is None else timeout)
         while self.active_connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
@@ -134,6 +146,8 @@ class Sidecar:
             listener.stop_accepting()
             for conn in list(listener.context.connections):
                 conn.abort()  # type: ignore[attr-defined]
+        for server in self.tcp_servers:
+            server.close()
         if self.pools is not None:
             self.pools.close()
         if self.admin is not None:
@@ -149,6 +163,7 @@ class Sidecar:
         dump["identity"] = asdict(self.identity)
         dump["listeners"] = [{"direction": lst.context.direction, "address": f"{lst.host}:{lst.port}"}
                              for lst in self.listeners]
+        dump["tcp"] = [{"listen": str(listen), "upstream": str(upstream)} for listen, upstream in self.config.tcp]
         return dump
 
     def stats(self) -> dict[str, int]:
@@ -205,7 +220,7 @@ async def _serve(config: SidecarConfig) -> int:
     tracer, propagator = _tracing(config)
     metrics = IstioMetrics()
     access_log, stream = _open_access_log(config)
-    observers: list[HopObserver] = [metrics]
+    observers: list[HopObserver] = [metrics]   # metrics first: serve_tcp tells it apart by identity
     if access_log is not None:
         observers.append(access_log)
 

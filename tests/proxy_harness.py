@@ -251,6 +251,7 @@ class RawServer:
     def _serve(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError):
             self.behaviour(client)
+        client.close()
 
     def close(self) -> None:
         self.stopped.set()
