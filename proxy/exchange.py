@@ -23,6 +23,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from . import flags, localreply
 from .codec import RequestHead, ResponseHead, encode_request_head, encode_response_head
@@ -51,7 +52,7 @@ _TUNNEL_KEEP = frozenset({b"connection", b"upgrade"})
 
 class Exchange:
     __slots__ = (
-        "_out", "_span", "_timer", "authority", "conn", "ctx", "decision", "destination", "finished", "flags", "head",
+        "_out", "_span", "_timer", "_trace_context", "authority", "conn", "ctx", "decision", "destination", "finished", "flags", "head",
         "keep_alive", "out_head", "pending", "pending_size", "pool", "request_bytes", "request_done",
         "request_id", "request_sent", "resp_chunked", "response_bytes", "response_started", "retried",
         "source", "start_ns", "started", "status", "tunnel", "up_keep_alive", "upgrade_tail", "upstream",
@@ -89,6 +90,7 @@ class Exchange:
         self.upgrade_tail: bytes | None = None
         self.upstream_ns = 0
         self._span: trace.Span | None = None
+        self._trace_context: Context | None = None
         self._out: list[bytes] = []        # response bytes of the current upstream read, written at its end
         self._timer: object | None = None
         self.source: Workload | None = None
@@ -119,7 +121,7 @@ class Exchange:
                 name = f"{split_host(self.authority, route.port)}:{route.port}{route.span_path}"
             else:
                 name = f"{self.authority.decode('latin-1')}/*"
-            self._span = tracer.start(hmap, name, self.start_ns)
+            self._span, self._trace_context = tracer.start(hmap, name, self.start_ns)
         if ctx.inbound:
             self.source = decode_peer(hmap.get(ctx.peer_header))
         if decision is None:
@@ -140,8 +142,8 @@ class Exchange:
             out.append((b"x-request-id", self.request_id))
         if not ctx.inbound:
             out.append((ctx.peer_header, ctx.peer_value))
-        if self._span is not None and tracer is not None:
-            tracer.inject(self._span, out)
+        if self._span is not None and self._trace_context is not None and tracer is not None:
+            tracer.inject(self._span, self._trace_context, out)
         if head.upgrade:
             out.append((b"connection", b"upgrade"))
             out.append((b"upgrade", hmap.get(b"upgrade", b"")))

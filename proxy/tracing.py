@@ -29,6 +29,7 @@ FORCE_TRACE_HEADERS = (b"x-envoy-force-trace", b"x-client-trace-id")
 
 # Baggage-only formats put their entries in prefixed headers (Jaeger `uberctx-`, OT `ot-baggage-`).
 _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
+_NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _FORCE = create_key("meshtrace-proxy-force-trace")
 _INVALID = trace.INVALID_SPAN
 
@@ -93,7 +94,8 @@ class HopTracer:
         self.static_attributes: dict[str, str] = {"component": "proxy", "node_id": node_id, "zone": zone,
                                                   "downstream_cluster": downstream_cluster}
 
-    def start(self, hmap: Mapping[bytes, bytes], name: str, start_ns: int) -> trace.Span:
+    def start(self, hmap: Mapping[bytes, bytes], name: str, start_ns: int) -> tuple[trace.Span, Context]:
+        """The hop's span, and the extracted context (debug, hints) that `inject` needs to say all of it again."""
         # Most requests at the edge carry no trace header at all: skip the propagator's dozen lookups then.
         if self.extract_names.isdisjoint(hmap) and not any(name.startswith(_BAGGAGE_PREFIXES) for name in hmap):
             context = Context()
@@ -101,16 +103,21 @@ class HopTracer:
             context = self.propagator.extract(hmap, getter=_GETTER)
         if b"x-envoy-force-trace" in hmap or b"x-client-trace-id" in hmap:
             context = set_value(_FORCE, True, context)
-        return self.tracer.start_span(name, context=context, kind=self.kind, start_time=start_ns,
+        span = self.tracer.start_span(name, context=context, kind=self.kind, start_time=start_ns,
                                       record_exception=False, set_status_on_exception=False)
+        return span, context
 
-    def inject(self, span: trace.Span, out: Headers) -> None:
-        """Append the configured trace headers for `span` to `out` (which must not hold any already)."""
+    def inject(self, span: trace.Span, context: Context, out: Headers) -> None:
+        """Append the configured trace headers for `span` to `out` (which must not hold any already).
+
+        Baggage is left out: the incoming baggage headers pass through untouched (W3C: propagate unchanged),
+        and so does `x-request-id`, which the connection manager owns.
+        """
         carrier: dict[str, str] = {}
-        self.propagator.inject(carrier, context=trace.set_span_in_context(span))
+        self.propagator.inject(carrier, context=trace.set_span_in_context(span, context))
         for name, value in carrier.items():
             key = name.lower().encode("latin-1")
-            if key != b"x-request-id":          # the connection manager owns x-request-id
+            if key not in _NOT_INJECTED and not key.startswith(_BAGGAGE_PREFIXES):
                 out.append((key, value.encode("latin-1")))
 
     def finish(self, span: trace.Span, hop: Hop, end_ns: int) -> None:

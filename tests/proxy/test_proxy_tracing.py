@@ -181,3 +181,19 @@ def test_failed_hop_marks_the_span(traced: Traced) -> None:
 def test_span_name_follows_istio() -> None:
     assert span_name("reviews:9080", 80, "/*") == "reviews:9080/*"
     assert span_name("reviews", 9080, "/*") == "reviews:9080/*"
+
+
+def test_debug_flag_survives_and_baggage_passes_unchanged(traced: Traced, upstream: UpstreamServer) -> None:
+    proxy = traced.sidecar(upstream.port)
+    baggage = "userId=alice,serverNode=DF%2028;prop"
+    try:
+        _, seen = _get(proxy.port(), headers={"X-B3-TraceId": TRACE, "X-B3-SpanId": PARENT, "X-B3-Flags": "1",
+                                              "baggage": baggage, "uberctx-tenant": "acme"})
+    finally:
+        proxy.close()
+    headers = seen["headers"]
+    assert headers["x-b3-flags"] == "1"                  # debug is re-injected from the extracted context
+    assert headers["x-b3-traceid"] == TRACE
+    assert headers["baggage"] == baggage                 # byte for byte
+    assert headers["uberctx-tenant"] == "acme"
+    assert len(traced.spans()) == 1
