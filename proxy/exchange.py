@@ -52,7 +52,8 @@ _TUNNEL_KEEP = frozenset({b"connection", b"upgrade"})
 
 class Exchange:
     __slots__ = (
-        "_out", "_span", "_timer", "_trace_context", "authority", "conn", "ctx", "decision", "destination", "finished", "flags", "head",
+        "_out", "_span", "_timer", "_trace_context", "authority", "conn", "ctx", "decision", "destination",
+        "finished", "flags", "head",
         "keep_alive", "out_head", "pending", "pending_size", "pool", "request_bytes", "request_done",
         "request_id", "request_sent", "resp_chunked", "response_bytes", "response_started", "retried",
         "source", "start_ns", "started", "status", "tunnel", "up_keep_alive", "upgrade_tail", "upstream",
