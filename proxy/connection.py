@@ -204,10 +204,16 @@ class DownstreamConnection(asyncio.Protocol):
         if queue:
             if len(queue) == 1:
                 self.resume(self.PAUSE_PIPELINE)
-            queue[0].start()
+            # From the loop, not from here: a run of pipelined requests answered locally would otherwise
+            # recurse (start -> reply -> done -> start ...) once per request.
+            self.ctx.loop.call_soon(self._start_front)
         else:
             self.resume(self.PAUSE_PIPELINE)
             self._become_idle()
+
+    def _start_front(self) -> None:
+        if self.queue and not self.closed and not self.queue[0].started:
+            self.queue[0].start()
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:

@@ -200,3 +200,18 @@ def test_outbound_forwards_absolute_form_and_host_header(upstream: UpstreamServe
         assert hops[0].upstream_cluster == f"outbound|{upstream.port}||127.0.0.1"
     finally:
         proxy.close()
+
+
+def test_thousands_of_pipelined_local_replies(upstream: UpstreamServer) -> None:
+    """A long pipeline answered locally (404 NR) must neither recurse nor lose order."""
+    from meshtrace.proxy.config import Address
+
+    proxy = SidecarThread(sidecar_config(None, outbound=Address("127.0.0.1", 0)))
+    try:
+        port = proxy.port("outbound")
+        request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port       # itself: no route
+        data = raw_exchange(port, request * 3000 + b"GET / HTTP/1.1\r\nHost: x:1\r\nConnection: close\r\n\r\n"
+                            .replace(b"x:1", b"127.0.0.1:%d" % port), timeout=20)
+        assert data.count(b"HTTP/1.1 404 ") == 3001
+    finally:
+        proxy.close()
