@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("--connect-timeout", metavar="DURATION", help="upstream connect limit (default 5s)")
     add("--idle-timeout", metavar="DURATION", help="keep-alive idle limit (default 60s)")
     add("--header-timeout", metavar="DURATION", help="limit to receive a request head, else 408 (default 10s)")
+    add("--stream-idle-timeout", metavar="DURATION",
+        help="reset a request when no byte moves either way for this long, 0 = never (default 5m)")
     add("--access-log", metavar="PATH", help="access log file; '-' stdout (default), '' off")
     add("--access-log-format", choices=["envoy", "json"], help="access log format (default envoy)")
     add("--no-tracing", dest="tracing", action="store_const", const=False, help="make no spans")
@@ -47,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 _FLAG_KEYS = ("service", "listen", "upstream", "outbound", "admin", "sampling", "drain_timeout", "upstream_timeout",
-              "connect_timeout", "idle_timeout", "header_timeout", "access_log", "access_log_format", "tracing",
-              "allow_public_bind", "namespace", "app", "version", "workload", "tcp")
+              "connect_timeout", "idle_timeout", "header_timeout", "stream_idle_timeout", "access_log",
+              "access_log_format", "tracing", "allow_public_bind", "namespace", "app", "version", "workload", "tcp")
 
 
 def _main(args: argparse.Namespace) -> int:

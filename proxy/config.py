@@ -17,6 +17,7 @@ File format (every key optional; unknown keys are errors, not silently ignored):
     connect_timeout: 5s
     idle_timeout: 60s
     header_timeout: 10s
+    stream_idle_timeout: 5m        # a request in flight with no byte moving either way; 0 disables
     namespace: default             # workload identity (else from MESHTRACE_*/POD_* variables)
     tcp:                           # plain TCP pass-through ports (istio_tcp_* metrics): listen=upstream
       - 127.0.0.1:15010=127.0.0.1:5432
@@ -71,6 +72,7 @@ class SidecarConfig:
     connect_timeout: float = 5.0
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
+    stream_idle_timeout: float = 300.0
     max_header_bytes: int = 60 * 1024
     tracing: bool = True
     access_log: str = "-"               # "-" stdout, "" off, else a file path
@@ -203,6 +205,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "service": _text, "listen": _address, "upstream": _address, "outbound": _address, "admin": _address,
     "sampling": _percent, "drain_timeout": parse_duration, "upstream_timeout": parse_duration,
     "connect_timeout": parse_duration, "idle_timeout": parse_duration, "header_timeout": parse_duration,
+    "stream_idle_timeout": parse_duration,
     "max_header_bytes": _positive_int, "tracing": _boolean, "access_log": _text,
     "access_log_format": _log_format, "allow_public_bind": _boolean, "namespace": _text, "app": _text,
     "version": _text, "workload": _text, "node_id": _text, "zone": _text, "trace_service_name": _text,

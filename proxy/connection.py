@@ -41,8 +41,8 @@ class DownstreamConnection(asyncio.Protocol):
     PAUSE_UPSTREAM = 4
     PAUSE_UPGRADE = 8
 
-    __slots__ = ("_head_started_at", "_idle_since", "_timer", "closed", "codec", "ctx", "draining", "paused",
-                 "peer", "queue", "reading", "transport", "tunnel", "upgraded", "write_paused")
+    __slots__ = ("_head_started_at", "_idle_since", "_idle_sweeps", "_timer", "activity", "closed", "codec", "ctx",
+                 "draining", "paused", "peer", "queue", "reading", "transport", "tunnel", "upgraded", "write_paused")
 
     def __init__(self, ctx: ListenerContext) -> None:
         self.ctx = ctx
@@ -60,6 +60,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._head_started_at = 0.0
+        self.activity = False               # a byte moved since the last stream-idle sweep
+        self._idle_sweeps = 0
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,6 +79,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._become_idle()
 
     def data_received(self, data: bytes) -> None:
+        self.activity = True
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.on_request_body(data)
@@ -210,6 +213,17 @@ class DownstreamConnection(asyncio.Protocol):
         else:
             self.resume(self.PAUSE_PIPELINE)
             self._become_idle()
+
+    def idle_sweep(self, limit: int) -> None:
+        """Called by the listener a few times per stream idle timeout; the `limit`-th quiet sweep times out."""
+        if not self.queue or self.activity:
+            self.activity = False
+            self._idle_sweeps = 0
+            return
+        self._idle_sweeps += 1
+        if self._idle_sweeps >= limit:
+            self._idle_sweeps = 0
+            self.queue[0].stream_idle_timeout()
 
     def _start_front(self) -> None:
         if self.queue and not self.closed and not self.queue[0].started:

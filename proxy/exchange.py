@@ -303,6 +303,7 @@ class Exchange:
 
     def on_read_complete(self) -> None:
         """End of one upstream read: one write (writev) for the head and body pieces it produced."""
+        self.conn.activity = True
         out = self._out
         if out:
             self._out = []
@@ -326,6 +327,7 @@ class Exchange:
         self.finish()
 
     def on_tunnel_data(self, data: bytes) -> None:
+        self.conn.activity = True
         self.response_bytes += len(data)
         self.conn.write(data)
 
@@ -369,6 +371,22 @@ class Exchange:
             self.local_reply(504, flags.UT, "upstream request timeout")
         else:
             self.flags.append(flags.UT)
+            self.conn.abort()
+            self.finish()
+
+    def stream_idle_timeout(self) -> None:
+        """Nothing moved either way for the stream idle timeout: 408 if we still can, else a reset."""
+        if self.finished or not self.started:
+            return
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abort()
+        if not self.response_started:
+            self.keep_alive = False
+            self.local_reply(408, flags.SI, "stream timeout")
+        else:
+            self.flags.append(flags.SI)
             self.conn.abort()
             self.finish()
 

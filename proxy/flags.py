@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "DC", "DI", "DPE", "FI", "LR", "NONE", "NR", "UC", "UF", "UH", "UO", "UPE", "UR", "URX", "UT", "join",
+    "DC", "DI", "DPE", "FI", "LR", "NONE", "NR", "SI", "UC", "UF", "UH", "UO", "UPE", "UR", "URX", "UT", "join",
 ]
 
 NONE = "-"          # no flag: the exchange went as asked
@@ -21,6 +21,7 @@ DI = "DI"           # delay injected by a fault filter
 FI = "FI"           # abort injected by a fault filter
 DPE = "DPE"         # downstream protocol error: the request could not be parsed
 UPE = "UPE"         # upstream protocol error: the response could not be parsed
+SI = "SI"           # stream idle timeout: no byte moved either way for `stream_idle_timeout`
 
 
 def join(flags: list[str]) -> str:

@@ -28,6 +28,7 @@ class Limits:
     header_timeout: float = 10.0        # first byte of a request head -> whole head, else 408
     idle_timeout: float = 60.0          # keep-alive connection with no request in flight
     max_header_bytes: int = MAX_HEADER_BYTES
+    stream_idle_timeout: float = 300.0  # a request in flight with no byte moving either way (Envoy's 5 min)
     max_pending_body: int = 256 * 1024  # request body buffered while the upstream connects
     write_buffer_high: int = 256 * 1024
 
@@ -79,6 +80,7 @@ class Listener:
         self.host = host
         self.port = port
         self.server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         from .connection import DownstreamConnection
@@ -88,10 +90,28 @@ class Listener:
             lambda: DownstreamConnection(context), self.host, self.port, reuse_address=True, backlog=1024)
         sock: socket.socket = self.server.sockets[0]
         self.port = sock.getsockname()[1]       # port 0 in tests: the one the OS chose
+        if context.limits.stream_idle_timeout > 0:
+            self._sweeper = context.loop.call_later(self._sweep_period, self._sweep)
+
+    @property
+    def _sweep_period(self) -> float:
+        return self.context.limits.stream_idle_timeout / 4
+
+    def _sweep(self) -> None:
+        """Stream idle timeout without a timer per request: each connection counts the sweeps it slept through."""
+        ticks = 4
+        for conn in list(self.context.connections):
+            conn.idle_sweep(ticks)  # type: ignore[attr-defined]
+        self._sweeper = self.context.loop.call_later(self._sweep_period, self._sweep)
 
     def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()
+
+    def stop_sweeping(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def drain(self) -> None:
         """Stop accepting and ask every connection to close once its in-flight request is answered."""

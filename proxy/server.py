@@ -75,7 +75,7 @@ class Sidecar:
         self.pools = PoolSet(loop, connect_timeout=config.connect_timeout or 5.0,
                              idle_timeout=min(config.idle_timeout, 55.0) or 55.0)
         limits = Limits(header_timeout=config.header_timeout or 10.0, idle_timeout=config.idle_timeout or 60.0,
-                        max_header_bytes=config.max_header_bytes)
+                        stream_idle_timeout=config.stream_idle_timeout, max_header_bytes=config.max_header_bytes)
         timeout = config.upstream_timeout or None
         if config.listen is not None and config.upstream is not None:
             context = ListenerContext(
@@ -144,6 +144,7 @@ class Sidecar:
     async def close(self) -> None:
         for listener in self.listeners:
             listener.stop_accepting()
+            listener.stop_sweeping()
             for conn in list(listener.context.connections):
                 conn.abort()  # type: ignore[attr-defined]
         for server in self.tcp_servers:

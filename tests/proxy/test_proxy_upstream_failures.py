@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 
 from proxy_harness import RawServer, SidecarThread, free_port, raw_exchange, read_head, sidecar_config
 
@@ -146,5 +147,28 @@ def test_upstream_timeout_starts_when_the_request_has_been_sent() -> None:
             sock.sendall(b"0\r\n\r\n")
             assert read_head(sock).startswith(b"HTTP/1.1 200 ")
     finally:
+        proxy.close()
+        server.close()
+
+
+def test_stalled_body_hits_the_stream_idle_timeout() -> None:
+    release = threading.Event()
+
+    def stall(sock: socket.socket) -> None:
+        read_head(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        release.wait(10)
+
+    server = RawServer(stall)
+    proxy = SidecarThread(sidecar_config(server.port, stream_idle_timeout=0.4))
+    try:
+        started = time.monotonic()
+        data = raw_exchange(proxy.port(), GET, timeout=5)
+        assert data.startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - started < 2
+        hop = proxy.wait_hops(1)[0]
+        assert (hop.status, hop.response_flags) == (200, "SI")
+    finally:
+        release.set()
         proxy.close()
         server.close()
