@@ -27,19 +27,31 @@ _FIELDS: Final[tuple[str, ...]] = (
     "workload", "namespace", "app", "version", "service", "canonical_service", "principal",
 )
 _FIELD_SET: Final = frozenset(_FIELDS)
-MAX_HEADER_LENGTH: Final = 2048           # a real value is ~150 bytes; anything longer is not one of ours
+# A real value is ~150 bytes, but percent-escaping a non-ASCII name grows it up to 12-fold; 8 KiB keeps every
+# header `encode_peer` can produce for sane names decodable while bounding what a hostile client can send.
+MAX_HEADER_LENGTH: Final = 8192
 MAX_VALUE_LENGTH: Final = 253             # a DNS name; also bounds what lands in metric labels and logs
 _NOBODY: Final = Workload()
 
 
 @lru_cache(maxsize=256)
 def encode_peer(workload: Workload) -> str:
-    """The header value for `workload`; unknown fields are left out to keep it short."""
+    """The header value for `workload`; unknown fields are left out to keep it short.
+
+    A field the decoder would refuse (too long, not printable) is left out too, as is any field that would push
+    the header past MAX_HEADER_LENGTH: the peer then sees that field as unknown instead of losing every field.
+    """
     parts = []
+    length = 0
     for name in _FIELDS:
         value = getattr(workload, name)
-        if value and value != _UNKNOWN:
-            parts.append(f"{name}={quote(value, safe='')}")
+        if not value or value == _UNKNOWN or len(value) > MAX_VALUE_LENGTH or not value.isprintable():
+            continue
+        part = f"{name}={quote(value, safe='')}"
+        if length + len(part) + 1 > MAX_HEADER_LENGTH:
+            continue
+        parts.append(part)
+        length += len(part) + 1
     return ";".join(parts)
 
 
