@@ -59,7 +59,7 @@ def gunicorn(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def exported_trace_ids(path: Path) -> set[str]:
     if not path.exists():
         return set()
-    found = set()
+    found: set[str] = set()
     for line in path.read_text().splitlines():
         for resource in json.loads(line)["resourceSpans"]:
             for scope in resource["scopeSpans"]:
