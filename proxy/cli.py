@@ -45,12 +45,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("--workload", help="workload name")
     add("--tcp", action="append", metavar="LISTEN=UPSTREAM",
         help="pass a non-HTTP port through as plain TCP, e.g. 127.0.0.1:15010=127.0.0.1:5432 (repeatable)")
+    add("--rules", metavar="PATH",
+        help="Istio VirtualService/DestinationRule/ServiceEntry YAML (a file or a folder) for outbound traffic")
     parser.set_defaults(func=_main)
 
 
 _FLAG_KEYS = ("service", "listen", "upstream", "outbound", "admin", "sampling", "drain_timeout", "upstream_timeout",
               "connect_timeout", "idle_timeout", "header_timeout", "stream_idle_timeout", "access_log",
-              "access_log_format", "tracing", "allow_public_bind", "namespace", "app", "version", "workload", "tcp")
+              "access_log_format", "tracing", "allow_public_bind", "namespace", "app", "version", "workload", "tcp",
+              "rules")
 
 
 def _main(args: argparse.Namespace) -> int:

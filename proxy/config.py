@@ -21,6 +21,7 @@ File format (every key optional; unknown keys are errors, not silently ignored):
     namespace: default             # workload identity (else from MESHTRACE_*/POD_* variables)
     tcp:                           # plain TCP pass-through ports (istio_tcp_* metrics): listen=upstream
       - 127.0.0.1:15010=127.0.0.1:5432
+    rules: /etc/meshtrace/rules    # Istio VirtualService/DestinationRule/ServiceEntry YAML: a file or a folder
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class SidecarConfig:
     zone: str = ""
     trace_service_name: str | None = None   # default: "<service>-sidecar"
     tcp: tuple[tuple[Address, Address], ...] = ()   # (listen, upstream) pairs passed through as plain TCP
+    rules: str | None = None                # Istio traffic rules (file or folder), applied on the outbound side
     source: str = "defaults"                # where the last layer came from, for /config_dump
 
 
@@ -209,7 +211,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "max_header_bytes": _positive_int, "tracing": _boolean, "access_log": _text,
     "access_log_format": _log_format, "allow_public_bind": _boolean, "namespace": _text, "app": _text,
     "version": _text, "workload": _text, "node_id": _text, "zone": _text, "trace_service_name": _text,
-    "tcp": _tcp_pairs,
+    "tcp": _tcp_pairs, "rules": _text,
 }
 assert set(_PARSERS) == {f.name for f in fields(SidecarConfig)} - {"source"}
 

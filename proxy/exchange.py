@@ -107,7 +107,7 @@ class Exchange:
         if head.method == b"CONNECT":
             self.local_reply(405, flags.NONE, "CONNECT is not supported by this proxy")
             return
-        decision = ctx.router.route(head)
+        decision = ctx.router.route(head, self.conn.peer)
         self.decision = decision
         self.authority = decision.authority if decision is not None else hmap.get(b"host", b"")
         request_id = hmap.get(b"x-request-id")
@@ -128,7 +128,11 @@ class Exchange:
         if decision is None:
             self.local_reply(404, flags.NR, "route not found")
             return
+        if decision.no_host:
+            self.local_reply(503, flags.UH, "no healthy upstream")
+            return
         route = decision.route
+        policy = decision.policy
 
         drop = ctx.request_drop
         connection = hmap.get(b"connection")
@@ -139,6 +143,8 @@ class Exchange:
         out: Headers = [pair for pair in head.headers if pair[0] not in drop]
         if decision.rewrite_host:
             out.insert(0, (b"host", decision.authority))
+        if policy is not None and policy.request_headers:
+            out = policy.request_headers.apply(out)
         if added_id:
             out.append((b"x-request-id", self.request_id))
         if not ctx.inbound:
@@ -153,7 +159,28 @@ class Exchange:
         self.out_head = encode_request_head(head.method, decision.target, out)
         self.pool = ctx.pools.get(route.host, route.port)
         self.upstream_address = self.pool.address
+        if policy is not None and policy.fault is not None:
+            fault = policy.fault.decide()
+            if fault.delay is not None:
+                self.flags.append(flags.DI)
+                self._timer = ctx.loop.call_later(fault.delay, self._after_delay, fault.abort_status)
+                return
+            if fault.abort_status is not None:
+                self._abort_fault(fault.abort_status)
+                return
         self._acquire()
+
+    def _after_delay(self, abort_status: int | None) -> None:
+        self._timer = None
+        if self.finished:
+            return
+        if abort_status is not None:
+            self._abort_fault(abort_status)
+        else:
+            self._acquire()
+
+    def _abort_fault(self, status: int) -> None:
+        self.local_reply(status, flags.FI, "fault filter abort")
 
     def _acquire(self) -> None:
         assert self.pool is not None
@@ -269,6 +296,9 @@ class Exchange:
             out.append(pair)
         if ctx.inbound:
             out.append((peer, ctx.peer_value))
+        decision = self.decision
+        if decision is not None and decision.policy is not None and decision.policy.response_headers:
+            out = decision.policy.response_headers.apply(out)
         if status == 101 and self.head.upgrade:
             self.response_started = True
             self.tunnel = True

@@ -7,13 +7,16 @@ Issue 5's Istio routing replaces these with rule matching; the contract stays `r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
 from .codec import RequestHead
 
-__all__ = ["InboundRouter", "OutboundRouter", "Route", "RouteDecision", "Router", "split_authority"]
+if TYPE_CHECKING:
+    from .policy import RoutePolicy
+
+__all__ = ["InboundRouter", "OutboundRouter", "Route", "RouteDecision", "Router", "origin_form", "split_authority"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +37,12 @@ class RouteDecision:
     target: bytes                   # request target to send upstream (origin-form)
     authority: bytes                # Host the upstream sees
     rewrite_host: bool = False      # True when `authority` replaces the incoming Host (absolute-form requests)
+    policy: RoutePolicy | None = None   # Istio rules: header edits, fault, retries (None: plain forwarding)
+    no_host: bool = False           # the cluster has no host to send to: 503 `UH`
 
 
 class Router(Protocol):
-    def route(self, head: RequestHead) -> RouteDecision | None: ...
+    def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None: ...
 
 
 def split_authority(authority: bytes, default_port: int = 80) -> tuple[str, int] | None:
@@ -57,7 +62,7 @@ def split_authority(authority: bytes, default_port: int = 80) -> tuple[str, int]
     return host.lower(), int(port_text)
 
 
-def _origin_form(target: bytes) -> tuple[bytes, bytes | None]:
+def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
     """(origin-form target, authority) for an absolute-form target; origin-form passes through."""
     if target[:1] == b"/" or target == b"*":
         return target, None
@@ -74,8 +79,8 @@ class InboundRouter:
     def __init__(self, host: str, port: int, *, timeout: float | None = 15.0) -> None:
         self.route_ = Route(host, port, f"inbound|{port}||", "default", "/*", timeout)
 
-    def route(self, head: RequestHead) -> RouteDecision | None:
-        target, authority = _origin_form(head.target)
+    def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None:
+        target, authority = origin_form(head.target)
         if authority is not None:
             return RouteDecision(self.route_, target, authority, True)
         return RouteDecision(self.route_, target, head.hmap.get(b"host", b""))
@@ -95,13 +100,13 @@ class OutboundRouter:
         self.max_cached = max_cached
         self._routes: dict[tuple[str, int], Route] = {}
 
-    def route(self, head: RequestHead) -> RouteDecision | None:
+    def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None:
         target = head.target
         rewrite = False
         if target[:1] == b"/":
             authority = head.hmap.get(b"host", b"")
         elif target.startswith(b"http://"):
-            target, absolute = _origin_form(target)
+            target, absolute = origin_form(target)
             if absolute is None:
                 return None
             authority, rewrite = absolute, True

@@ -28,6 +28,7 @@ from .listener import Limits, Listener, ListenerContext
 from .peer import workload_from_env
 from .pool import PoolSet
 from .router import InboundRouter, OutboundRouter
+from .routes import RuleRouter
 from .tracing import HopTracer
 
 __all__ = ["Sidecar", "identity_for", "run"]
@@ -66,6 +67,7 @@ class Sidecar:
         self.admin: Any = None
         self.tcp_servers: list[asyncio.Server] = []
         self.pools: PoolSet | None = None
+        self.rule_router: RuleRouter | None = None
         self.ready = False
         self.draining = False
 
@@ -85,7 +87,9 @@ class Sidecar:
             self.listeners.append(Listener(context, config.listen.host, config.listen.port))
         if config.outbound is not None:
             own: set[tuple[str, int]] = set()
-            router = OutboundRouter(own, timeout=timeout)
+            router: OutboundRouter | RuleRouter = OutboundRouter(own, timeout=timeout)
+            if config.rules:
+                router = self.rule_router = _rule_router(config.rules, own, timeout)
             context = ListenerContext(
                 loop, "outbound", router, self.pools, self.identity, tracer=self._hop_tracer(inbound=False),
                 observers=self.observers, limits=limits)
@@ -165,6 +169,8 @@ class Sidecar:
         dump["listeners"] = [{"direction": lst.context.direction, "address": f"{lst.host}:{lst.port}"}
                              for lst in self.listeners]
         dump["tcp"] = [{"listen": str(listen), "upstream": str(upstream)} for listen, upstream in self.config.tcp]
+        if self.rule_router is not None:
+            dump["rules"] = self.rule_router.describe()
         return dump
 
     def stats(self) -> dict[str, int]:
@@ -182,6 +188,16 @@ class Sidecar:
                 with contextlib.suppress(Exception):
                     result.update(more())
         return result
+
+
+def _rule_router(path: str, own: set[tuple[str, int]], timeout: float | None) -> RuleRouter:
+    """Istio rules from `path`; ConfigError when they are invalid, each unsupported field logged by name."""
+    from .istio_config import load_rules
+
+    rules = load_rules(path)
+    for warning in rules.warnings:
+        logger.warning("rules: %s", warning)
+    return RuleRouter(rules, own, fallback_timeout=timeout)
 
 
 def _open_access_log(config: SidecarConfig) -> tuple[HopObserver | None, IO[str] | None]:

@@ -1,0 +1,295 @@
+"""The outbound router for Istio rules: VirtualService host lookup, first matching `http[]` rule, weighted
+destination, DestinationRule subset and load balancer, giving the same `RouteDecision` as the plain routers.
+
+Theory of operation. Everything is compiled when the rules load (`RuleRouter(rules, ...)`): matchers, splits,
+clusters (ServiceEntry endpoints filtered by subset labels) and their balancers; a request only walks
+precompiled predicates. A host no VirtualService names goes to its ServiceEntry/DestinationRule cluster if it
+has one, else to the plain `OutboundRouter` (Istio's ALLOW_ANY passthrough). A host a VirtualService names but
+no rule matches gets no route (404 `NR`). VirtualService `hosts` match the request's host exactly
+(case-insensitive, port ignored), as `*.suffix` wildcards, or `*`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from meshtrace import ConfigError
+
+from .balancer import Balancer, Host, make_balancer
+from .codec import RequestHead
+from .fault import FaultPolicy
+from .istio_config import (
+    ConsistentHash,
+    Destination,
+    HttpRoute,
+    RuleSet,
+    ServiceEntry,
+    TrafficPolicy,
+    VirtualService,
+)
+from .policy import HeaderEdits, RoutePolicy, merge_edits
+from .router import OutboundRouter, Route, RouteDecision, origin_form, split_authority
+from .split import WeightedChoice
+from .vs_match import CompiledMatch, RequestView
+
+__all__ = ["Cluster", "RuleRouter"]
+
+
+class Cluster:
+    """The hosts of one `outbound|port|subset|host` cluster and how to choose among them."""
+
+    __slots__ = ("balancer", "hash_key", "hosts", "name", "policy")
+
+    def __init__(self, name: str, hosts: list[Host], policy: TrafficPolicy | None, rng: random.Random) -> None:
+        self.name = name
+        self.hosts = hosts
+        self.policy = policy
+        ch = policy.consistent_hash if policy is not None else None
+        self.balancer: Balancer = make_balancer(policy.simple if policy else "ROUND_ROBIN", ch is not None, rng)
+        self.hash_key = _hash_key(ch) if ch is not None else None
+
+    def pick(self, view: RequestView, peer: str) -> Host | None:
+        hosts = self.hosts
+        if not hosts:
+            return None
+        if len(hosts) == 1:
+            return hosts[0]
+        key = self.hash_key(view, peer) if self.hash_key is not None else None
+        return self.balancer.choose(hosts, key)
+
+
+def _hash_key(ch: ConsistentHash) -> Callable[[RequestView, str], bytes | None]:
+    if ch.header is not None:
+        name = ch.header.encode("latin-1")
+        return lambda view, peer: view.hmap.get(name)
+    if ch.cookie is not None:
+        prefix = ch.cookie.encode("latin-1") + b"="
+
+        def cookie(view: RequestView, peer: str) -> bytes | None:
+            for raw in view.hmap.get(b"cookie", b"").split(b";"):
+                part = raw.strip()
+                if part.startswith(prefix):
+                    return part[len(prefix):]
+            return None
+        return cookie
+    if ch.query_parameter is not None:
+        qname = ch.query_parameter.encode("latin-1")
+        return lambda view, peer: view.query.get(qname)
+    return lambda view, peer: peer.rpartition(":")[0].encode() or None
+
+
+class _Target:
+    """One `route[]` destination of one rule: its cluster(s) by port and the Route objects handed out."""
+
+    __slots__ = ("clusters", "policy", "resolve", "routes", "rule")
+
+    def __init__(self, rule: _Rule, policy: RoutePolicy, resolve: Callable[[int], Cluster]) -> None:
+        self.rule = rule
+        self.policy = policy
+        self.resolve = resolve
+        self.clusters: dict[int, Cluster] = {}
+        self.routes: dict[int, Route] = {}
+
+    def cluster(self, request_port: int) -> Cluster:
+        cluster = self.clusters.get(request_port)
+        if cluster is None:
+            cluster = self.clusters[request_port] = self.resolve(request_port)
+        return cluster
+
+    def route_for(self, cluster: Cluster, host: Host) -> Route:
+        route = self.routes.get(id(host))
+        if route is None:
+            rule = self.rule
+            route = Route(host.address, host.port, cluster.name, rule.name, rule.span_path, rule.timeout)
+            self.routes[id(host)] = route
+        return route
+
+
+class _Rule:
+    __slots__ = ("matches", "name", "rewrite_authority", "rewrite_uri", "span_path", "split", "timeout", "uri_prefix")
+
+    def __init__(self, vs: VirtualService, index: int, spec: HttpRoute) -> None:
+        self.name = f"{vs.name or 'vs'}.{spec.name or index}"
+        self.matches = [(CompiledMatch(m), m.uri.value.encode() if m.uri and m.uri.kind == "prefix" else None)
+                        for m in spec.match]
+        self.rewrite_uri = spec.rewrite_uri.encode() if spec.rewrite_uri is not None else None
+        self.rewrite_authority = spec.rewrite_authority.encode() if spec.rewrite_authority is not None else None
+        # As Istio, a route with a fault neither retries nor times out.
+        self.timeout = spec.timeout if spec.fault is None else None
+        first = spec.match[0].uri if len(spec.match) == 1 else None
+        self.span_path = (first.value if first is not None and first.kind == "exact"
+                          else first.value + "*" if first is not None and first.kind == "prefix" else "/*")
+        self.split: WeightedChoice[_Target] | None = None
+
+
+class RuleRouter:
+    """`route(head, peer)` for the outbound listener from a RuleSet; ConfigError at build for dangling refs."""
+
+    def __init__(self, rules: RuleSet, own: set[tuple[str, int]], *, rng: random.Random | None = None,
+                 fallback_timeout: float | None = 15.0) -> None:
+        self.rules = rules
+        self.rng = rng or random.Random()
+        self.own = own
+        self.fallback = OutboundRouter(own, timeout=fallback_timeout)
+        self._se = {host: se for se in rules.service_entries for host in se.hosts}
+        self._dr = {dr.host: dr for dr in rules.destination_rules}
+        self._exact: dict[str, list[_Rule]] = {}
+        self._wildcards: list[tuple[str, list[_Rule]]] = []
+        self._defaults: dict[str, _Target] = {}
+        for vs in rules.virtual_services:
+            compiled = [self._compile(vs, i, spec) for i, spec in enumerate(vs.http)]
+            for host in vs.hosts:
+                if host.startswith("*"):
+                    self._wildcards.append((host[1:], compiled))
+                else:
+                    self._exact.setdefault(host, compiled)
+        self._wildcards.sort(key=lambda pair: -len(pair[0]))
+        self._lookup_cache: dict[str, list[_Rule] | None] = {}
+
+    # -- compile -------------------------------------------------------------------------------------------------
+    def _compile(self, vs: VirtualService, index: int, spec: HttpRoute) -> _Rule:
+        rule = _Rule(vs, index, spec)
+        fault = FaultPolicy(spec.fault, self.rng) if spec.fault is not None else None
+        retries = spec.retries if spec.fault is None and spec.retries and spec.retries.attempts else None
+        request = HeaderEdits.of(spec.request_headers)
+        response = HeaderEdits.of(spec.response_headers)
+        targets = []
+        for rd in spec.route:
+            policy = RoutePolicy(merge_edits(request, HeaderEdits.of(rd.request_headers)),
+                                 merge_edits(response, HeaderEdits.of(rd.response_headers)), fault, retries,
+                                 spec.source)
+            targets.append(_Target(rule, policy, self._resolver(rd.destination, spec.source)))
+        rule.split = WeightedChoice(targets, [rd.weight for rd in spec.route], self.rng)
+        return rule
+
+    def _resolver(self, dest: Destination, origin: str) -> Callable[[int], Cluster]:
+        dr = self._dr.get(dest.host)
+        policy = dr.traffic_policy if dr is not None else None
+        labels: tuple[tuple[str, str], ...] = ()
+        if dest.subset:
+            subset = next((s for s in dr.subsets if s.name == dest.subset), None) if dr is not None else None
+            if subset is None:
+                raise ConfigError(f"subset {dest.subset!r} of host {dest.host!r} is not defined by any "
+                                  "DestinationRule", source=origin, field="destination.subset")
+            labels = subset.labels
+            policy = subset.traffic_policy or policy
+        se = self._se.get(dest.host)
+        rng = self.rng
+
+        def resolve(request_port: int) -> Cluster:
+            port = dest.port or _service_port(se, request_port)
+            hosts = _hosts(dest.host, se, port, labels)
+            return Cluster(f"outbound|{port}|{dest.subset}|{dest.host}", hosts, policy, rng)
+        resolve(dest.port or 80)        # fail now, not on the first request
+        return resolve
+
+    def _default_target(self, host: str) -> _Target | None:
+        """A host with a ServiceEntry or DestinationRule but no VirtualService: one catch-all route to it."""
+        target = self._defaults.get(host)
+        if target is None and (host in self._se or host in self._dr):
+            vs = VirtualService(host, "default", (host,), ())
+            spec = HttpRoute("", (), ())
+            rule = _Rule(vs, 0, spec)
+            rule.name = host
+            rule.timeout = self.fallback.timeout
+            target = self._defaults[host] = _Target(rule, RoutePolicy(), self._resolver(Destination(host), host))
+        return target
+
+    def _rules_for(self, host: str) -> list[_Rule] | None:
+        try:
+            return self._lookup_cache[host]
+        except KeyError:
+            pass
+        rules = self._exact.get(host)
+        if rules is None:
+            rules = next((r for suffix, r in self._wildcards if host.endswith(suffix)), None)
+        if len(self._lookup_cache) < 4096:
+            self._lookup_cache[host] = rules
+        return rules
+
+    # -- per request ---------------------------------------------------------------------------------------------
+    def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None:
+        target = head.target
+        rewrite_host = False
+        if target[:1] == b"/":
+            authority = head.hmap.get(b"host", b"")
+        elif target.startswith(b"http://"):
+            target, absolute = origin_form(target)
+            if absolute is None:
+                return None
+            authority, rewrite_host = absolute, True
+        else:
+            return None
+        address = split_authority(authority)
+        if address is None or address in self.own:
+            return None
+        host, port = address
+        rules = self._rules_for(host)
+        path, _, query = target.partition(b"?")
+        view = RequestView(head.method, path, query, authority, b"http", head.hmap)
+        if rules is None:
+            default = self._default_target(host)
+            if default is None:
+                return self.fallback.route(head)
+            return self._decide(default, view, peer, target, authority, rewrite_host, port)
+        for rule in rules:
+            prefix: bytes | None = None
+            if rule.matches:
+                for match, match_prefix in rule.matches:
+                    if match(view):
+                        prefix = match_prefix
+                        break
+                else:
+                    continue
+            assert rule.split is not None
+            chosen = rule.split.pick()
+            if rule.rewrite_uri is not None:
+                rest = path[len(prefix):] if prefix is not None else b""
+                new_path = rule.rewrite_uri + rest if prefix is not None else rule.rewrite_uri
+                target = new_path + (b"?" + query if query else b"")
+            if rule.rewrite_authority is not None:
+                authority, rewrite_host = rule.rewrite_authority, True
+            return self._decide(chosen, view, peer, target, authority, rewrite_host, port)
+        return None
+
+    def _decide(self, chosen: _Target, view: RequestView, peer: str, target: bytes,  # noqa: PLR0917
+                authority: bytes, rewrite_host: bool, port: int) -> RouteDecision:
+        cluster = chosen.cluster(port)
+        host = cluster.pick(view, peer)
+        if host is None:
+            route = Route("", 0, cluster.name, chosen.rule.name, chosen.rule.span_path, None)
+            return RouteDecision(route, target, authority, rewrite_host, chosen.policy, no_host=True)
+        return RouteDecision(chosen.route_for(cluster, host), target, authority, rewrite_host, chosen.policy)
+
+    def describe(self) -> dict[str, object]:
+        """For /config_dump: what is in force."""
+        return {
+            "files": list(self.rules.files),
+            "virtual_services": [{"name": vs.name, "hosts": list(vs.hosts), "source": vs.source,
+                                  "http": [h.name or h.source for h in vs.http]} for vs in self.rules.virtual_services],
+            "destination_rules": [{"name": dr.name, "host": dr.host, "subsets": [s.name for s in dr.subsets],
+                                   "source": dr.source} for dr in self.rules.destination_rules],
+            "service_entries": [{"name": se.name, "hosts": list(se.hosts),
+                                 "endpoints": [e.address for e in se.endpoints], "source": se.source}
+                                for se in self.rules.service_entries],
+            "warnings": list(self.rules.warnings),
+        }
+
+
+def _service_port(se: ServiceEntry | None, request_port: int) -> int:
+    if se is None or not se.ports:
+        return request_port
+    numbers = [p.number for p in se.ports]
+    return request_port if request_port in numbers else numbers[0]
+
+
+def _hosts(name: str, se: ServiceEntry | None, port: int, labels: tuple[tuple[str, str], ...]) -> list[Host]:
+    if se is None or not se.endpoints:
+        return [Host(name, port)]       # resolved by DNS when connecting
+    port_name = next((p.name for p in se.ports if p.number == port), "")
+    wanted = set(labels)
+    return [Host(e.address, dict(e.ports).get(port_name, port), e.labels)
+            for e in se.endpoints if wanted <= set(e.labels)]
+
+
