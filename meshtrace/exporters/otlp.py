@@ -1,11 +1,21 @@
-"""OTLP over HTTP/protobuf, through OpenTelemetry's own exporter, on a session that ignores proxy settings."""
+"""OTLP over HTTP/protobuf: OpenTelemetry's exporter (transport, retries, headers, compression, metrics) fed by
+meshtrace's own encoder, on a session that ignores proxy settings."""
 
 from __future__ import annotations
 
-import requests
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+import logging
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["QUIET_LOGGERS", "build_otlp_exporter"]
+import requests
+from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from meshtrace.exporters.otlp_wire import encode_spans
+
+__all__ = ["QUIET_LOGGERS", "FastOTLPSpanExporter", "build_otlp_exporter"]
 
 #: Loggers through which the OTLP exporter reports every retry and failed batch; GuardedExporter holds them
 #: back and logs an outage once instead.
@@ -13,6 +23,8 @@ QUIET_LOGGERS: tuple[str, ...] = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.common.http",
 )
+
+_logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
 
 
 def direct_session() -> requests.Session:
@@ -26,6 +38,46 @@ def direct_session() -> requests.Session:
     return session
 
 
+class FastOTLPSpanExporter(OTLPSpanExporter):
+    """OpenTelemetry's OTLP/HTTP span exporter with the request body from `meshtrace.exporters.otlp_wire`.
+
+    Only the encoding changes (the same bytes, several times faster, which matters because the export
+    thread holds the GIL while it encodes); everything after it is the parent's: the size limit, the POST
+    with its headers and compression, retries with backoff, the exporter's own metrics. Should a future
+    OpenTelemetry release rename the private attributes used here, the parent's export runs instead.
+    """
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        inner: Any = self
+        client, metrics = getattr(inner, "_client", None), getattr(inner, "_metrics", None)
+        limit = getattr(inner, "_max_request_size", None)
+        if client is None or metrics is None or not isinstance(limit, int):
+            return super().export(spans)
+        if inner._shutdown:
+            _logger.warning("Exporter already shutdown, ignoring batch")
+            return SpanExportResult.FAILURE
+        with metrics.export_operation(len(spans)) as result:
+            try:
+                body = encode_spans(spans)
+            except Exception as error:
+                _logger.error("Failed to encode span batch: %s", error)
+                result.error = error
+                return SpanExportResult.FAILURE
+            if 0 < limit < len(body):
+                _logger.warning("Dropping span batch: serialized size %d bytes exceeds max_request_size %d bytes.",
+                                len(body), limit)
+                result.error = RequestPayloadTooLargeError(f"Serialized span request size {len(body)} bytes exceeds "
+                                          f"max_request_size {limit} bytes.")
+                return SpanExportResult.FAILURE
+            export_result = client.export(body)
+            if not export_result.success:
+                result.error = export_result.error
+                result.error_attrs = ({"http.response.status_code": export_result.status_code}
+                                      if export_result.status_code is not None else None)
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+
 def build_otlp_exporter(endpoint: str, timeout_s: float) -> OTLPSpanExporter:
     """An exporter POSTing to `endpoint` (the full …/v1/traces URL).
 
@@ -33,4 +85,4 @@ def build_otlp_exporter(endpoint: str, timeout_s: float) -> OTLPSpanExporter:
     until `timeout_s` has passed for the batch; headers, compression and TLS files still come from the
     standard OTEL_EXPORTER_OTLP_* variables.
     """
-    return OTLPSpanExporter(endpoint=endpoint, timeout=timeout_s, session=direct_session())
+    return FastOTLPSpanExporter(endpoint=endpoint, timeout=timeout_s, session=direct_session())
