@@ -10,11 +10,11 @@ T0 = 1_700_000_000_000_000_000          # ns
 
 
 def _span(span_id: str, parent: str | None, name: str, start_ms: float, duration_ms: float, *, kind: int,
-          error: bool = False, status: int | None = None) -> dict[str, Any]:
+          error: bool = False, status: int | None = None, t0: int = T0) -> dict[str, Any]:
     span: dict[str, Any] = {
         "traceId": TRACE_ID, "spanId": span_id, "name": name, "kind": kind,
-        "startTimeUnixNano": str(T0 + int(start_ms * 1e6)),
-        "endTimeUnixNano": str(T0 + int((start_ms + duration_ms) * 1e6)),
+        "startTimeUnixNano": str(t0 + int(start_ms * 1e6)),
+        "endTimeUnixNano": str(t0 + int((start_ms + duration_ms) * 1e6)),
         "attributes": [] if status is None else [{"key": "http.response.status_code",
                                                    "value": {"intValue": str(status)}}],
     }
@@ -30,16 +30,16 @@ def _resource(service: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
             "scopeSpans": [{"scope": {"name": "meshtrace"}, "spans": spans}]}
 
 
-def otlp_lines() -> list[str]:
+def otlp_lines(t0: int = T0) -> list[str]:
     """Three export batches (as three processes would write them) of one 5-span trace with one failing call."""
     front = _resource("frontend", [
-        _span("a000000000000001", None, "GET /checkout", 0, 100, kind=2, status=200),
-        _span("a000000000000002", "a000000000000001", "GET", 10, 30, kind=3, status=200),
-        _span("a000000000000003", "a000000000000001", "GET", 50, 40, kind=3, error=True, status=503),
+        _span("a000000000000001", None, "GET /checkout", 0, 100, kind=2, status=200, t0=t0),
+        _span("a000000000000002", "a000000000000001", "GET", 10, 30, kind=3, status=200, t0=t0),
+        _span("a000000000000003", "a000000000000001", "GET", 50, 40, kind=3, error=True, status=503, t0=t0),
     ])
-    cart = _resource("cart", [_span("b000000000000001", "a000000000000002", "GET /cart/<id>", 12, 25, kind=2)])
+    cart = _resource("cart", [_span("b000000000000001", "a000000000000002", "GET /cart/<id>", 12, 25, kind=2, t0=t0)])
     pay = _resource("payment", [_span("c000000000000001", "a000000000000003", "POST /pay", 52, 35, kind=2,
-                                      error=True, status=503)])
+                                      error=True, status=503, t0=t0)])
     return [json.dumps({"resourceSpans": [r]}) for r in (front, cart, pay)]
 
 

@@ -1,0 +1,44 @@
+"""Ctrl-C (SIGINT) or SIGTERM in the middle of the traffic: the demo stops every process it started, promptly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from demo_support import MESHTRACE, demo_env, survivors
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_a_signal_stops_everything(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    summary = tmp_path / "summary.json"
+    demo = subprocess.Popen(
+        [MESHTRACE, "demo", "--no-jaeger", "--duration", "120", "--workdir", str(tmp_path / "work"),
+         "--summary", str(summary)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=demo_env())
+    try:
+        assert demo.stdout is not None
+        seen = []
+        for line in demo.stdout:
+            seen.append(line)
+            if "sending traffic" in line:
+                break
+        else:
+            pytest.fail("the demo ended before sending traffic:\n" + "".join(seen))
+        time.sleep(1.0)
+        sent = time.monotonic()
+        demo.send_signal(sig)
+        demo.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == code
+    assert took < 15, f"stopping took {took:.1f}s"
+    result = json.loads(summary.read_text())
+    assert len(result["pids"]) == 12
+    assert survivors(result) == []
