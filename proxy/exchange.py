@@ -32,6 +32,7 @@ from .headers import HOP_BY_HOP, Headers, connection_tokens
 from .hop import Hop, Workload
 from .peer import decode_peer
 from .pool import ConnectionPool
+from .retry import RetryPolicy
 from .router import RouteDecision, split_authority
 from .upstream import UpstreamConnection
 
@@ -48,16 +49,51 @@ _CRLF = b"\r\n"
 # Response headers never passed on (Transfer-Encoding is re-framed; Content-Length passes).
 _RESPONSE_DROP = HOP_BY_HOP
 _TUNNEL_KEEP = frozenset({b"connection", b"upgrade"})
+KEEP_LIMIT = 64 * 1024      # request body bytes kept for retries; a bigger body is never retried
 
 
 class Exchange:
     __slots__ = (
-        "_out", "_span", "_timer", "_trace_context", "authority", "conn", "ctx", "decision", "destination",
-        "finished", "flags", "head",
-        "keep_alive", "out_head", "pending", "pending_size", "pool", "request_bytes", "request_done",
-        "request_id", "request_sent", "resp_chunked", "response_bytes", "response_started", "retried",
-        "source", "start_ns", "started", "status", "tunnel", "up_keep_alive", "upgrade_tail", "upstream",
-        "upstream_address", "upstream_ns",
+        "_deadline",
+        "_out",
+        "_span",
+        "_timer",
+        "_trace_context",
+        "authority",
+        "conn",
+        "ctx",
+        "decision",
+        "destination",
+        "finished",
+        "flags",
+        "head",
+        "keep_alive",
+        "kept",
+        "kept_size",
+        "out_head",
+        "pending",
+        "pending_size",
+        "pool",
+        "request_bytes",
+        "request_done",
+        "request_id",
+        "request_sent",
+        "resp_chunked",
+        "response_bytes",
+        "response_started",
+        "retried",
+        "retry",
+        "source",
+        "start_ns",
+        "started",
+        "status",
+        "tries",
+        "tunnel",
+        "up_keep_alive",
+        "upgrade_tail",
+        "upstream",
+        "upstream_address",
+        "upstream_ns",
     )
 
     def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
@@ -94,6 +130,11 @@ class Exchange:
         self._trace_context: Context | None = None
         self._out: list[bytes] = []        # response bytes of the current upstream read, written at its end
         self._timer: object | None = None
+        self._deadline: object | None = None   # with retries: the route timeout over all tries
+        self.retry: RetryPolicy | None = None
+        self.tries = 0
+        self.kept: list[bytes] | None = None    # request body kept for a retry; None once too big
+        self.kept_size = 0
         self.source: Workload | None = None
         self.destination: Workload | None = None
 
@@ -133,6 +174,9 @@ class Exchange:
             return
         route = decision.route
         policy = decision.policy
+        if policy is not None and policy.retries is not None and not head.upgrade:
+            self.retry = policy.retries
+            self.kept = []
 
         drop = ctx.request_drop
         connection = hmap.get(b"connection")
@@ -184,6 +228,7 @@ class Exchange:
 
     def _acquire(self) -> None:
         assert self.pool is not None
+        self.tries += 1
         self.upstream_ns = time.perf_counter_ns()
         conn = self.pool.acquire_idle()
         if conn is not None:
@@ -196,6 +241,9 @@ class Exchange:
             conn = await pool.connect()
         except UpstreamError as exc:
             if not self.finished:
+                if self.retry is not None and self.retry.connect_failure and self._retry_later():
+                    return
+                self._exhausted()
                 self.local_reply(503, exc.flag, exc.reason)
             return
         except Exception as exc:  # a resolver or OS surprise: still a clean 503, never a dead connection
@@ -213,7 +261,7 @@ class Exchange:
         conn = self.conn
         if conn.write_paused:
             up.pause_reading()
-        if self.head.expect_continue and not self.request_done and not self.request_bytes:
+        if self.head.expect_continue and not self.request_done and not self.request_bytes and self.tries == 1:
             conn.write(_CONTINUE)       # we stripped Expect upstream, so the 100 is ours to send
         parts = [self.out_head]
         chunked = self.head.chunked
@@ -227,8 +275,9 @@ class Exchange:
                 parts.append(_LAST_CHUNK)
             self.request_sent = True
         up.write(b"".join(parts))
-        if self.pending_size:
+        if self.pending:
             self.pending = []
+        if self.pending_size:
             self.pending_size = 0
             conn.resume(conn.PAUSE_PENDING)
         if self.request_sent:
@@ -237,11 +286,67 @@ class Exchange:
     def _start_timer(self) -> None:
         # As Envoy's route timeout, it runs from the end of the request, so a long upload is never cut short.
         timeout = self.decision.route.timeout if self.decision is not None else None
+        retry = self.retry
+        if retry is not None:
+            if timeout and self._deadline is None:
+                self._deadline = self.ctx.loop.call_later(timeout, self._on_deadline)
+            timeout = retry.per_try_timeout
         if timeout and self._timer is None and not self.response_started:
             self._timer = self.ctx.loop.call_later(timeout, self._on_timeout)
 
+    # -- retries ---------------------------------------------------------------------------------------------------
+    # Theory of operation. A route with `retries` keeps the request body while it stays small (`KEEP_LIMIT`);
+    # a request whose body outgrew that is never retried (its bytes are gone). A failed try (retriable status
+    # before any response byte went downstream, reset, connect failure, per-try timeout) drops its upstream
+    # connection, re-queues the kept body as pending, and re-acquires after a jittered backoff; the route
+    # timeout (`_deadline`) runs from the first try's request end and covers all tries.
+    def _retry_later(self) -> bool:
+        """Schedule another try if the policy, the budget and the kept body allow; True when scheduled."""
+        retry = self.retry
+        if retry is None or self.kept is None or self.finished or self.tries > retry.attempts:
+            return False
+        self._cancel_timer()
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abort()
+        self.request_sent = False
+        self.response_started = False
+        self.status = 0
+        self._out = []
+        self.pending = list(self.kept)
+        self._timer = self.ctx.loop.call_later(retry.backoff(self.tries), self._retry_now)
+        return True
+
+    def _retry_now(self) -> None:
+        self._timer = None
+        if not self.finished:
+            self._acquire()
+
+    def _exhausted(self) -> None:
+        if self.retry is not None and self.tries > 1:
+            self.flags.append(flags.URX)
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        if self.finished or self.response_started:
+            return
+        self._exhausted()
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abort()
+        self.local_reply(504, flags.UT, "upstream request timeout")
+
     def on_request_body(self, data: bytes) -> None:
         self.request_bytes += len(data)
+        kept = self.kept
+        if kept is not None:
+            self.kept_size += len(data)
+            if self.kept_size > KEEP_LIMIT:
+                self.kept = None
+            else:
+                kept.append(data)
         up = self.upstream
         if up is not None:
             if self.tunnel:
@@ -274,9 +379,16 @@ class Exchange:
     # -- response side -----------------------------------------------------------------------------------------
     def on_response_head(self, head: ResponseHead) -> None:
         self._cancel_timer()
+        status = head.status
+        retry = self.retry
+        if retry is not None and retry.retriable_status(status):
+            if self._retry_later():
+                return
+            self._exhausted()
+        if self._deadline is not None:
+            self._cancel_deadline()
         ctx = self.ctx
         conn = self.conn
-        status = head.status
         self.status = status
         self.up_keep_alive = head.keep_alive
         peer = ctx.peer_header
@@ -381,6 +493,9 @@ class Exchange:
                 self.retried = True
                 self._acquire()
                 return
+            if self.retry is not None and self.retry.reset and self._retry_later():
+                return
+            self._exhausted()
             self.local_reply(503, flags.UC, localreply.reset_before_headers(localreply.CONNECTION_TERMINATION))
             return
         self.flags.append(flags.UPE if protocol_error is not None else flags.UC)
@@ -393,6 +508,10 @@ class Exchange:
         self._timer = None
         if self.finished:
             return
+        if self.retry is not None and not self.response_started:
+            if self._retry_later():
+                return
+            self._exhausted()
         up = self.upstream
         self.upstream = None
         if up is not None:
@@ -425,6 +544,12 @@ class Exchange:
         if timer is not None:
             self._timer = None
             timer.cancel()  # type: ignore[attr-defined]
+
+    def _cancel_deadline(self) -> None:
+        deadline = self._deadline
+        if deadline is not None:
+            self._deadline = None
+            deadline.cancel()  # type: ignore[attr-defined]
 
     # -- endings ---------------------------------------------------------------------------------------------
     def local_reply(self, status: int, flag: str, body: str) -> None:
@@ -467,6 +592,8 @@ class Exchange:
             return
         self.finished = True
         self._cancel_timer()
+        if self._deadline is not None:
+            self._cancel_deadline()
         end_ns = time.time_ns()
         try:
             self._report(end_ns)
@@ -510,7 +637,7 @@ class Exchange:
             upstream_service_time_ms=upstream_ms,
             source=source,
             destination=destination,
-            attempts=(2 if self.retried else 1) if self.pool is not None else 0,
+            attempts=max(self.tries, 1) if self.pool is not None else 0,
         )
         span = self._span
         tracer = ctx.tracer

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from .fault import FaultPolicy
 from .headers import Headers
-from .istio_config import HeaderOps, Retries
+from .istio_config import HeaderOps
+from .retry import RetryPolicy
 
 __all__ = ["HeaderEdits", "RoutePolicy", "merge_edits"]
 
@@ -55,5 +56,5 @@ class RoutePolicy:
     request_headers: HeaderEdits = HeaderEdits()
     response_headers: HeaderEdits = HeaderEdits()
     fault: FaultPolicy | None = None
-    retries: Retries | None = None
+    retries: RetryPolicy | None = None
     rule: str = ""                      # the VirtualService rule's origin, for logs

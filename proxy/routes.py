@@ -29,6 +29,7 @@ from .istio_config import (
     VirtualService,
 )
 from .policy import HeaderEdits, RoutePolicy, merge_edits
+from .retry import RetryPolicy
 from .router import OutboundRouter, Route, RouteDecision, origin_form, split_authority
 from .split import WeightedChoice
 from .vs_match import CompiledMatch, RequestView
@@ -151,7 +152,8 @@ class RuleRouter:
     def _compile(self, vs: VirtualService, index: int, spec: HttpRoute) -> _Rule:
         rule = _Rule(vs, index, spec)
         fault = FaultPolicy(spec.fault, self.rng) if spec.fault is not None else None
-        retries = spec.retries if spec.fault is None and spec.retries and spec.retries.attempts else None
+        retries = (RetryPolicy(spec.retries, self.rng)
+                   if spec.fault is None and spec.retries is not None and spec.retries.attempts else None)
         request = HeaderEdits.of(spec.request_headers)
         response = HeaderEdits.of(spec.response_headers)
         targets = []
