@@ -1,0 +1,70 @@
+"""HopTracer records a hop's tags the same way on its fast path and through the SDK's public set_attributes."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import StatusCode
+
+from meshtrace.propagation import MeshPropagator
+from meshtrace.proxy.headers import Headers
+from meshtrace.proxy.hop import Hop
+from meshtrace.proxy.tracing import HopTracer
+
+
+def record(limits: SpanLimits | None, *, inbound: bool, status: int = 200) -> ReadableSpan:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = HopTracer(provider.get_tracer("test"), MeshPropagator(["tracecontext", "b3"]), inbound=inbound,
+                       node_id="sidecar~1", zone="z")
+    span, context = tracer.start({b"host": b"reviews:9080"}, "reviews:9080/*", 1_000)
+    out: Headers = []
+    tracer.inject(span, context, out)
+    tracer.inject(span, context, [])  # the second time from the header-name cache
+    assert {name for name, _ in out} >= {b"traceparent", b"b3"}
+    hop = Hop("inbound" if inbound else "outbound", 0.0, method="GET", path="/r?q=1", authority="reviews:9080",
+              user_agent="curl", request_id="id-1", downstream_address="10.0.0.1:5000",
+              upstream_address="10.0.0.2:9080", upstream_cluster="c", status=status, response_bytes=5,
+              response_flags="UF" if status >= 500 else "-")
+    tracer.finish(span, hop, 2_000)
+    (finished,) = exporter.get_finished_spans()
+    return finished
+
+
+def test_fast_path_records_what_set_attributes_records() -> None:
+    for inbound in (True, False):
+        for status in (200, 503):
+            fast = record(None, inbound=inbound, status=status)
+            # A value-length limit sends the attributes through the SDK's own validation instead.
+            slow = record(SpanLimits(max_attribute_length=1000), inbound=inbound, status=status)
+            assert dict(fast.attributes or {}) == dict(slow.attributes or {})
+            assert list(fast.attributes or {}) == list(slow.attributes or {})
+            assert fast.status.status_code == slow.status.status_code
+    failed = record(None, inbound=True, status=503)
+    assert failed.status.status_code is StatusCode.ERROR
+    assert (failed.attributes or {})["error"] is True
+    assert (failed.attributes or {})["url.query"] == "q=1"
+
+
+def test_attribute_limits_still_apply() -> None:
+    span = record(SpanLimits(max_span_attributes=5), inbound=True)
+    assert len(span.attributes or {}) == 5
+    assert span.dropped_attributes > 0
+    truncated = record(SpanLimits(max_attribute_length=3), inbound=True)
+    assert (truncated.attributes or {})["component"] == "pro"
+
+
+def test_unsampled_hop_records_nothing_and_still_propagates() -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    tracer = HopTracer(provider.get_tracer("test"), MeshPropagator(["tracecontext"]), inbound=True)
+    span, context = tracer.start({}, "x:80/*", 1)
+    assert not span.is_recording()
+    out: Headers = []
+    tracer.inject(span, context, out)
+    assert [name for name, _ in out] == [b"traceparent"]
+    assert int(out[0][1][-2:], 16) & 1 == 0  # not sampled
+    tracer.finish(span, Hop("inbound", 0.0, status=200), 2)
+    assert tracer.ids(span)[0]
