@@ -121,7 +121,8 @@ def _run(args: argparse.Namespace) -> int:
             jaeger = start_jaeger(supervisor, binary, workdir)
             backend = f"Jaeger at {jaeger.query_url} (started from {binary})"
         else:
-            backend = f"the file exporter, {spans_file} (no Jaeger binary: run `make demo` or pass --jaeger URL)"
+            why = "--no-jaeger" if args.no_jaeger else "no Jaeger binary: run `make demo` or pass --jaeger URL"
+            backend = f"the file exporter, {spans_file} ({why})"
         exporter_env = ({"MESHTRACE_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint}
                         if jaeger else {"MESHTRACE_EXPORTER": "file", "MESHTRACE_FILE": str(spans_file)})
         rules = proxy_supports_rules() if args.rules == "auto" else args.rules == "on"
@@ -129,10 +130,12 @@ def _run(args: argparse.Namespace) -> int:
                   "→ details\n")
         out.write(f"tracing to {backend}\n")
         if rules:
-            out.write(f"traffic rules: {examples / 'rules.yaml'} (reviews {REVIEWS_SPLIT}, ratings "
-                      f"{RATINGS_FAULT_PERCENT:.0f}% aborted)\n")
+            split = " · ".join(f"{v} {share}%" for v, share in REVIEWS_SPLIT.items())
+            out.write(f"traffic rules: {examples / 'rules.yaml'} (reviews {split}; ratings "
+                      f"{RATINGS_FAULT_PERCENT:.0f}% aborted, 10% delayed)\n")
         else:
-            out.write(f"traffic rules: not applied (this sidecar has no --rules yet); productpage picks a reviews "
+            why = "--rules off" if args.rules == "off" else "this sidecar has no --rules"
+            out.write(f"traffic rules: not applied ({why}); productpage picks a reviews "
                       f"version at random and ratings fails {RATINGS_FAULT_PERCENT:.0f}% of calls by itself\n")
         out.write("starting 6 services and 6 sidecars on 127.0.0.1 …\n")
         out.flush()
@@ -167,8 +170,8 @@ def _run(args: argparse.Namespace) -> int:
         where = f"--jaeger {jaeger.query_url}" if jaeger else f"--file {spans_file}"
         out.write(f"graph picture: {svg}\nlogs: {workdir / 'logs'}\n"
                   f"more traces: meshtrace traces {where} --service {ROOT_SERVICE} --limit 5\n")
-        if jaeger and jaeger.child is not None:
-            out.write("(the demo's Jaeger stops with the demo; pass --jaeger URL to keep traces in your own)\n")
+        if jaeger and jaeger.child is not None and not args.keep:
+            out.write("(the demo's Jaeger stops with the demo: run `meshtrace demo --keep` to browse it)\n")
         summary.update(
             sent=result.sent, statuses={str(k): v for k, v in result.statuses.items()},
             versions=dict(result.versions), degraded=result.degraded, traces=len(traces),
@@ -176,6 +179,12 @@ def _run(args: argparse.Namespace) -> int:
             edges=[[e.source, e.destination, e.requests, e.errors] for e in edges],
             workload_edges=[[e.source, e.destination, e.requests, e.errors] for e in workload_edges],
         )
+        if args.keep:
+            ui = f"; Jaeger UI: {jaeger.query_url}" if jaeger else ""
+            out.write(f"the mesh keeps running (send requests to {mesh.entry}/productpage{ui}); Ctrl-C stops it\n")
+            out.flush()
+            while True:
+                time.sleep(3600)
         return 0
     finally:
         supervisor.stop()
@@ -199,6 +208,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--no-jaeger", action="store_true", help="use the file exporter even if Jaeger is found")
     parser.add_argument("--rules", choices=["auto", "on", "off"], default="auto",
                         help="apply examples/bookinfo/rules.yaml in the sidecars (auto: if they support it)")
+    parser.add_argument("--keep", action="store_true",
+                        help="after the report, keep the mesh (and its Jaeger) running until Ctrl-C")
     parser.add_argument("--show", type=int, help="trace waterfalls to show (default 3)")
     parser.add_argument("--workdir", metavar="DIR", help="where logs, spans and the graph go (default: a temp dir)")
     parser.add_argument("--summary", metavar="PATH", help="also write a JSON summary (pids, edges, trace ids)")

@@ -40,6 +40,7 @@ class ProgressBar:
         self.started = time.monotonic()
         self._last_quarter = -1
         self._last_draw = 0.0
+        self._last_sent = -1
 
     def fraction(self, done: int) -> float:
         parts = []
@@ -55,9 +56,9 @@ class ProgressBar:
         quarter = int(fraction * 4)
         if self.tty and not final and now - self._last_draw < 0.1:
             return
-        if not self.tty and not final and quarter == self._last_quarter:
+        if not self.tty and quarter == self._last_quarter and (not final or self._last_sent == result.sent):
             return
-        self._last_draw, self._last_quarter = now, quarter
+        self._last_draw, self._last_quarter, self._last_sent = now, quarter, result.sent
         width = 30
         filled = int(fraction * width)
         rate = result.sent / max(now - self.started, 0.5)

@@ -123,26 +123,29 @@ def _ms(value: float | None) -> str:
     return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
 
 
-def _callers_tree(edges: Sequence[Edge]) -> list[tuple[int, str]]:
-    """(depth, node) lines of the graph unfolded from its roots; a node seen on the current path ends with ↺."""
+def _callers_tree(edges: Sequence[Edge]) -> list[tuple[str, str, str]]:
+    """(prefix, node, suffix) lines of the graph unfolded from its entry points; a node already on the current
+    path ends its branch with ↺ (a call cycle)."""
     callees: dict[str, list[str]] = {}
     callers: set[str] = set()
     for edge in edges:
         callees.setdefault(edge.source, []).append(edge.destination)
         callers.add(edge.destination)
     roots = [node for node in callees if node not in callers] or sorted(callees)[:1]
-    lines: list[tuple[int, str]] = []
+    lines: list[tuple[str, str, str]] = []
 
-    def walk(node: str, depth: int, path: tuple[str, ...]) -> None:
+    def walk(node: str, prefix: str, rest: str, path: tuple[str, ...]) -> None:
         if node in path:
-            lines.append((depth, node + " ↺"))
+            lines.append((prefix, node, " ↺"))
             return
-        lines.append((depth, node))
-        for child in sorted(callees.get(node, [])):
-            walk(child, depth + 1, (*path, node))
+        lines.append((prefix, node, ""))
+        children = sorted(callees.get(node, []))
+        for i, child in enumerate(children):
+            last = i == len(children) - 1
+            walk(child, rest + ("└─► " if last else "├─► "), rest + ("    " if last else "│   "), (*path, node))
 
     for root in sorted(roots):
-        walk(root, 0, ())
+        walk(root, "", "", ())
     return lines
 
 
@@ -152,9 +155,8 @@ def render_graph_text(edges: Sequence[Edge], *, width: int = 100, style: Style |
     if not edges:
         return "no requests seen: the service graph is empty"
     out = [style.bold("service graph")]
-    for depth, node in _callers_tree(edges):
-        prefix = "    " * (depth - 1) + "└─► " if depth else ""
-        out.append("  " + prefix + style.service(node.removesuffix(" ↺"), node))
+    for prefix, node, suffix in _callers_tree(edges):
+        out.append("  " + prefix + style.service(node) + suffix)
     out.append("")
     name_width = max(8, min(24, max(len(e.source) for e in edges)), min(24, max(len(e.destination) for e in edges)))
     header = (f"  {'caller':<{name_width}}    {'callee':<{name_width}}  {'requests':>8} {'req/s':>7} "

@@ -1,4 +1,5 @@
-"""Ctrl-C (SIGINT) or SIGTERM in the middle of the traffic: the demo stops every process it started, promptly."""
+"""Ctrl-C (SIGINT) or SIGTERM in the middle of the traffic, or after `--keep`: the demo stops every process it
+started, promptly."""
 
 from __future__ import annotations
 
@@ -12,22 +13,26 @@ import pytest
 from demo_support import MESHTRACE, demo_env, survivors
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
-def test_a_signal_stops_everything(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+@pytest.mark.parametrize(("sig", "code", "args", "marker"), [
+    (signal.SIGINT, 130, ["--duration", "120"], "sending traffic"),
+    (signal.SIGTERM, 128 + signal.SIGTERM, ["--duration", "120"], "sending traffic"),
+    (signal.SIGINT, 130, ["--short", "--keep"], "keeps running"),
+], ids=["sigint-under-load", "sigterm-under-load", "sigint-after-keep"])
+def test_a_signal_stops_everything(tmp_path: Path, sig: signal.Signals, code: int, args: list[str],
+                                   marker: str) -> None:
     summary = tmp_path / "summary.json"
     demo = subprocess.Popen(
-        [MESHTRACE, "demo", "--no-jaeger", "--duration", "120", "--workdir", str(tmp_path / "work"),
-         "--summary", str(summary)],
+        [MESHTRACE, "demo", "--no-jaeger", *args, "--workdir", str(tmp_path / "work"), "--summary", str(summary)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=demo_env())
     try:
         assert demo.stdout is not None
         seen = []
         for line in demo.stdout:
             seen.append(line)
-            if "sending traffic" in line:
+            if marker in line:
                 break
         else:
-            pytest.fail("the demo ended before sending traffic:\n" + "".join(seen))
+            pytest.fail(f"the demo ended before printing {marker!r}:\n" + "".join(seen))
         time.sleep(1.0)
         sent = time.monotonic()
         demo.send_signal(sig)

@@ -45,7 +45,7 @@ def test_output_shows_traffic_waterfalls_graph_and_edges(jaeger_run: tuple[str, 
         assert heading in out
     assert out.count("\ntrace ") == 2
     assert "✗ " in out                                       # the failing trace is among those shown
-    assert "  unknown\n  └─► productpage\n" in out
+    assert "  unknown\n  └─► productpage\n      ├─► details\n      └─► reviews\n" in out
     assert "\x1b[" not in out
 
 

@@ -86,7 +86,7 @@ def test_parse_skips_comments_and_unescapes_labels() -> None:
 def test_text_view_shows_tree_and_numbers() -> None:
     text = render_graph_text(edges_from_samples(parse_samples(METRICS), seconds=10), width=100)
     assert text.splitlines()[:5] == [
-        "service graph", "  unknown", "  └─► front", "      └─► back", "      └─► ratings"]
+        "service graph", "  unknown", "  └─► front", "      ├─► back", "      └─► ratings"]
     row = next(line for line in text.splitlines() if line.startswith("  front") and "─► back" in line)
     assert row.split()[3:] == ["100", "10.0", "10.0%", "5.6ms", "901ms"]
 
