@@ -56,3 +56,13 @@ def test_client_reports_unreachable_jaeger() -> None:
     port = jaeger_process.free_port()
     with pytest.raises(JaegerError, match=f"127.0.0.1:{port}"):
         JaegerClient(f"http://127.0.0.1:{port}", timeout=2).services()
+
+
+def test_graph_from_jaeger_dependencies(known_trace: str, tmp_path: Path) -> None:
+    out = subprocess.run([MESHTRACE, "graph", "--jaeger", known_trace, "--lookback", "86400", "--width", "100"],
+                         capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert "  frontend" in lines
+    assert "  ├─► cart" in lines
+    assert "  └─► payment" in lines
