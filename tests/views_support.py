@@ -46,9 +46,9 @@ def otlp_lines(t0: int = T0) -> list[str]:
 EXPECTED_WATERFALL = """\
 trace 4bf92f3577b34da6a3ce929d0e0e4736
   5 spans · 3 services · depth 3 · 100.0ms · 2 errors
-  service  operation                  offset  duration  ├───────────────────────────────┤
-  frontend  GET /checkout                0µs   100.0ms  █████████████████████████████████
-  └ frontend  GET                     10.0ms    30.0ms     ███████████
-    └ cart  GET /cart/<id>            12.0ms    25.0ms     ██████████
-✗ └ frontend  GET                     50.0ms    40.0ms                  ▒▒▒▒▒▒▒▒▒▒▒▒▒▒
-✗   └ payment  POST /pay              52.0ms    35.0ms                   ▒▒▒▒▒▒▒▒▒▒▒▒"""
+  service  operation         offset  duration  ├────────────────────────────────────────┤
+  frontend  GET /checkout       0µs   100.0ms  ██████████████████████████████████████████
+  └ frontend  GET            10.0ms    30.0ms      █████████████
+   └ cart  GET /cart/<id>    12.0ms    25.0ms       ███████████
+✗ └ frontend  GET            50.0ms    40.0ms                       ▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒
+✗  └ payment  POST /pay      52.0ms    35.0ms                       ▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒"""

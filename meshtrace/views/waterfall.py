@@ -24,7 +24,7 @@ _MIN_BAR = 10
 
 def span_label(depth: int, span: Span) -> tuple[str, str]:
     """(indent + service, operation) for one line."""
-    indent = "  " * (depth - 1) + "└ " if depth else ""
+    indent = " " * (depth - 1) + "└ " if depth else ""
     return indent + span.service, span.name
 
 
@@ -43,8 +43,11 @@ def render_waterfall(trace: Trace, *, width: int = 100, style: Style | None = No
     width = max(width, 60)
     rows = trace.tree()
     t0, total = trace.start_us, trace.duration_us
-    bar_width = max(_MIN_BAR, (width - 2) * 2 // 5 - 2)
-    label_width = width - 2 - 2 * (_NUMBER + 1) - 2 - bar_width
+    # Labels get what they need, up to what leaves the bars a third of the line; bars get the rest.
+    fixed = 2 + 2 * (_NUMBER + 1) + 2
+    needed = max((len("  ".join(span_label(d, s))) + 1 for d, s in rows), default=20)
+    label_width = max(20, min(needed, width - fixed - max(_MIN_BAR, width // 3)))
+    bar_width = width - fixed - label_width
     errors = trace.errors
     summary = (f"{len(trace.spans)} spans · {len(trace.services)} services · depth {trace.depth} · "
                f"{format_duration(total)}")
