@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshtrace.integrations._base import log_failure
 from meshtrace.integrations._common import TracerCache, host_and_port, is_suppressed
+from meshtrace.propagation import CaseInsensitiveGetter
 
 __all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse"]
 
@@ -185,32 +186,64 @@ def record_exception(environ: Mapping[str, Any], exc: BaseException) -> None:
 
 #: Header prefixes that carry baggage on their own (Jaeger `uberctx-`, OpenTracing `ot-baggage-`); they are
 #: not in a propagator's `fields`, so their presence alone sends a request through extraction.
-_BAGGAGE_PREFIXES = ("HTTP_UBERCTX_", "HTTP_OT_BAGGAGE_")
+_BAGGAGE_PREFIXES = ("uberctx-", "ot-baggage-")
 _fields_cache: list[tuple[object, frozenset[str]]] = []
+_CASE_GETTER = CaseInsensitiveGetter()
+
+#: environ key -> the lowercase header name EnvironGetter would read it under, or None (not a header, or a
+#: spelling EnvironGetter.get never asks for). Servers send the same few dozen keys, so this stays small.
+_environ_names: dict[str, str | None] = {}
+_MAX_ENVIRON_NAMES = 1024
 
 
-def _may_carry_context(textmap: object, environ: Mapping[str, Any]) -> bool:
+def _header_name(key: str) -> str | None:
+    if not key.startswith("HTTP_"):
+        return None
+    name = key[5:].lower().replace("_", "-")
+    # Only the exact inverse of EnvironGetter.get's mapping, so the snapshot holds what it would find.
+    return name if "HTTP_" + name.upper().replace("-", "_") == key else None
+
+
+def request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    """The request's headers by lowercase name, read from the environ in one pass.
+
+    Extraction used to ask the environ name by name through EnvironGetter (a dozen translated look-ups per
+    format, two key scans for the baggage prefixes); one pass that keeps only the `HTTP_*` string entries
+    gives the propagator a small plain dict, which MeshPropagator reads with its single-pass fast path.
+    """
+    names = _environ_names
+    headers: dict[str, str] = {}
+    for key, value in environ.items():
+        name = names.get(key, "")
+        if name == "":
+            name = _header_name(key) if isinstance(key, str) else None
+            if len(names) < _MAX_ENVIRON_NAMES:
+                names[key] = name
+        if name is not None and isinstance(value, str) and name not in headers:
+            headers[name] = value
+    return headers
+
+
+def _may_carry_context(textmap: object, headers: Mapping[str, str]) -> bool:
     """False only when the request has none of the propagator's headers: extraction would find nothing.
 
     A request that enters the mesh without any trace header is common (the first service), and extracting
-    every format from it costs as much as the span; one pass over the environ's keys is far cheaper.
+    every format from it costs as much as the span; a set test on the few headers is far cheaper.
     """
     cached = _fields_cache[0] if _fields_cache else None
     if cached is None or cached[0] is not textmap:
         try:
             fields = textmap.fields  # type: ignore[attr-defined]
-            names = frozenset("HTTP_" + name.upper().replace("-", "_") for name in fields)
+            names = frozenset(name.lower() for name in fields)
         except Exception:
             return True
         if not names:
             return True
         cached = (textmap, names)
         _fields_cache[:] = [cached]
-    names = cached[1]
-    for key in environ:  # noqa: SIM110  (a plain loop is faster than any() over a generator here)
-        if key in names or key.startswith(_BAGGAGE_PREFIXES):
-            return True
-    return False
+    if not cached[1].isdisjoint(headers):
+        return True
+    return any(name.startswith(_BAGGAGE_PREFIXES) for name in headers)
 
 
 class ServerTracer:
@@ -274,7 +307,10 @@ class ServerTracer:
             attributes["network.protocol.version"] = protocol
 
         textmap = propagate.get_global_textmap()
-        parent = textmap.extract(environ, current, ENVIRON_GETTER) if _may_carry_context(textmap, environ) else current
+        headers = request_headers(environ)
+        # The snapshot is read with a case-insensitive getter, so a propagator asking for `X-Amzn-Trace-Id`
+        # finds it as EnvironGetter would have.
+        parent = textmap.extract(headers, current, _CASE_GETTER) if _may_carry_context(textmap, headers) else current
         span = self.tracer.get().start_span(method, parent, SpanKind.SERVER, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         environ[SPAN_KEY] = span

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
@@ -82,6 +82,11 @@ class Headers:
                 if isinstance(name, str):
                     lower.setdefault(name.lower(), value)  # first spelling wins, as documented
             self._lower = lower
+
+    @property
+    def lowered(self) -> dict[str, Any] | None:
+        """Every header by lowercase name (first spelling wins), when the carrier could be read whole."""
+        return self._lower
 
     def values(self, name: str) -> list[str] | None:
         """All values of header `name` (lowercase), stripped of optional whitespace; None when absent."""
@@ -179,9 +184,12 @@ def remote_context(
     return Extracted(span_context, parent_span_id or None, debug, deferred and not debug)
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """Everything a format may write, read from the context once per inject."""
+class Outgoing(NamedTuple):
+    """Everything a format may write, read from the context once per inject.
+
+    A NamedTuple rather than a frozen dataclass: it is built on every outbound call, and a frozen
+    dataclass pays an `object.__setattr__` per field.
+    """
 
     context: Context | None
     span_context: SpanContext

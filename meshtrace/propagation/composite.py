@@ -60,6 +60,16 @@ _ALL_FIELDS: Final = frozenset(
         requestid.HEADER,
     }
 )
+# The headers without which each parser of _PRECEDENCE finds nothing (it returns None): skipping it then
+# changes no result. Same order as _PRECEDENCE.
+_TRIGGERS: Final[tuple[tuple[Callable[[Headers], Extracted | None], frozenset[str]], ...]] = (
+    (tracecontext.parse, frozenset({tracecontext.TRACEPARENT})),
+    (b3.parse_single, frozenset({b3.SINGLE})),
+    (b3.parse_multi, frozenset({b3.TRACE_ID, b3.SPAN_ID, b3.PARENT_SPAN_ID, b3.SAMPLED, b3.FLAGS})),
+    (jaeger.parse, frozenset({jaeger.TRACE_HEADER})),
+    (ottrace.parse, frozenset({ottrace.TRACE_ID, ottrace.SPAN_ID})),
+)
+_BAGGAGE_PREFIXES: Final = (jaeger.BAGGAGE_PREFIX, ottrace.BAGGAGE_PREFIX)
 
 
 def parse_formats(formats: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -106,6 +116,7 @@ class MeshPropagator(textmap.TextMapPropagator):
     def __init__(self, formats: Sequence[str] | None = None) -> None:
         self._formats = parse_formats(formats)
         self._renderers: tuple[_Render, ...] = (*(_RENDERERS[name] for name in self._formats), requestid.render)
+        self._fast: tuple[_FastRender, ...] = (*(_FAST_RENDERERS[name] for name in self._formats), _fast_request_id)
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -122,17 +133,18 @@ class MeshPropagator(textmap.TextMapPropagator):
     ) -> Context:
         context = Context() if context is None else context
         headers = Headers(carrier, getter)
-        for index, parse in enumerate(_PRECEDENCE):
-            found = parse(headers)
-            if found is not None:
-                context = _enrich(found, headers, _PRECEDENCE[index + 1:]).apply(context)
-                break
-        members = baggage.parse(headers)
-        # W3C baggage wins a clash; header-per-entry formats lose the key's case, so compare without it.
-        taken = {key.lower() for key, _, _ in members}
-        context = _extract_prefixed_baggage(headers, context, taken)
-        context = baggage.apply(members, context)
-        return requestid.extract(headers, context)
+        lowered = headers.lowered
+        if lowered is None:
+            return _extract(headers, context, None, prefixed=True)  # a foreign getter: ask for every name
+        # Fast path (every extract from a plain mapping or a WSGI environ): a request carries a handful of
+        # headers, so one C-level intersection tells which formats can find anything; the parsers of absent
+        # formats, which would each return None, are skipped. The prefix scan for `uberctx-`/`ot-baggage-`
+        # only runs when some header is not one of the fixed names.
+        present = _ALL_FIELDS.intersection(lowered)
+        prefixed = len(present) < len(lowered) and any(name.startswith(_BAGGAGE_PREFIXES) for name in lowered)
+        if not present and not prefixed:
+            return context
+        return _extract(headers, context, present, prefixed=prefixed)
 
     def inject(
         self,
@@ -141,12 +153,107 @@ class MeshPropagator(textmap.TextMapPropagator):
         setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
     ) -> None:
         out = Outgoing.of(context)
+        if out.valid and not (out.debug or out.deferred or out.baggage):
+            # Fast path, the common case of an outbound call: a decided trace without baggage. The ids are
+            # rendered to hex once and every format is assembled from those strings, without a generator
+            # per format; the debug, deferred and baggage variants stay with each format's own renderer.
+            sc = out.span_context
+            parent = out.parent_span_id
+            ids = (f"{sc.trace_id:032x}", f"{sc.span_id:016x}", f"{parent:016x}" if parent else None)
+            pairs: list[tuple[str, str]] = []
+            for render_fast in self._fast:
+                render_fast(out, ids, pairs)
+            for name, value in pairs:
+                setter.set(carrier, name, value)
+            return
         for render in self._renderers:
             emit(carrier, setter, render(out))
 
     @property
     def fields(self) -> set[str]:
         return set(_ALL_FIELDS)
+
+
+# -- inject fast path: a valid span context, neither debug nor deferred, no baggage -------------------------
+# Each function appends exactly what the format's own renderer yields for such a context (a property test
+# compares them); `ids` is (trace id as 32 hex, span id as 16 hex, parent span id as 16 hex or None).
+_Ids = tuple[str, str, str | None]
+_FastRender = Callable[[Outgoing, _Ids, list[tuple[str, str]]], None]
+_NO_PARENT: Final = "0" * 16
+
+
+def _fast_tracecontext(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
+    sc = out.span_context
+    flags = (sc.trace_flags & 0x03) | (0x01 if sc.trace_flags.sampled else 0x00)
+    pairs.append((tracecontext.TRACEPARENT, f"00-{ids[0]}-{ids[1]}-{flags:02x}"))
+    if sc.trace_state:
+        pairs.append((tracecontext.TRACESTATE, sc.trace_state.to_header()))
+
+
+def _fast_nothing(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
+    """W3C baggage: the fast path runs only when there is none."""
+
+
+def _fast_b3multi(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
+    pairs.append((b3.TRACE_ID, ids[0]))
+    pairs.append((b3.SPAN_ID, ids[1]))
+    if ids[2] is not None:
+        pairs.append((b3.PARENT_SPAN_ID, ids[2]))
+    pairs.append((b3.SAMPLED, "1" if out.span_context.trace_flags.sampled else "0"))
+
+
+def _fast_b3single(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
+    state = "1" if out.span_context.trace_flags.sampled else "0"
+    parent = "" if ids[2] is None else "-" + ids[2]
+    pairs.append((b3.SINGLE, f"{ids[0]}-{ids[1]}-{state}{parent}"))
+
+
+def _fast_jaeger(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
+    flags = "01" if out.span_context.trace_flags.sampled else "00"
+    pairs.append((jaeger.TRACE_HEADER, f"{ids[0]}:{ids[1]}:{ids[2] or _NO_PARENT}:{flags}"))
+
+
+def _fast_ottrace(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
+    # A 64-bit trace id goes out as 16 hex: the low half of the zero-padded 32.
+    pairs.append((ottrace.TRACE_ID, ids[0][16:] if out.span_context.trace_id >> 64 == 0 else ids[0]))
+    pairs.append((ottrace.SPAN_ID, ids[1]))
+    pairs.append((ottrace.SAMPLED, "true" if out.span_context.trace_flags.sampled else "false"))
+
+
+def _fast_request_id(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
+    pairs.extend(requestid.render(out))
+
+
+_FAST_RENDERERS: Final[dict[str, _FastRender]] = {
+    "tracecontext": _fast_tracecontext,
+    "baggage": _fast_nothing,
+    "b3multi": _fast_b3multi,
+    "b3": _fast_b3single,
+    "jaeger": _fast_jaeger,
+    "ottrace": _fast_ottrace,
+}
+
+
+def _extract(headers: Headers, context: Context, present: frozenset[str] | None, *, prefixed: bool) -> Context:
+    """The composite extract; `present` (when known) is the set of fixed header names the carrier has."""
+    if present is None:
+        parsers = _PRECEDENCE
+    else:
+        parsers = tuple(parse for parse, names in _TRIGGERS if not names.isdisjoint(present))
+    for index, parse in enumerate(parsers):
+        found = parse(headers)
+        if found is not None:
+            context = _enrich(found, headers, parsers[index + 1:]).apply(context)
+            break
+    members = baggage.parse(headers) if present is None or baggage.HEADER in present else []
+    if prefixed:
+        # W3C baggage wins a clash; header-per-entry formats lose the key's case, so compare without it.
+        taken = {key.lower() for key, _, _ in members}
+        context = _extract_prefixed_baggage(headers, context, taken)
+    context = baggage.apply(members, context)
+    if present is None or requestid.HEADER in present:
+        context = requestid.extract(headers, context)
+    return context
 
 
 def _enrich(

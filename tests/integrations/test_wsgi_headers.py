@@ -1,0 +1,47 @@
+"""The WSGI server span reads the request's headers in one pass; the result is what EnvironGetter reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from meshtrace.integrations._wsgi import _CASE_GETTER, ENVIRON_GETTER, _may_carry_context, request_headers
+from meshtrace.propagation import MeshPropagator
+
+_KEYS = st.sampled_from([
+    "HTTP_TRACEPARENT", "HTTP_B3", "HTTP_X_B3_TRACEID", "HTTP_X_B3_SPANID", "HTTP_X_B3_SAMPLED", "HTTP_UBER_TRACE_ID",
+    "HTTP_OT_TRACER_TRACEID", "HTTP_OT_TRACER_SPANID", "HTTP_X_REQUEST_ID", "HTTP_BAGGAGE", "HTTP_UBERCTX_USER",
+    "HTTP_OT_BAGGAGE_TENANT", "HTTP_HOST", "HTTP_x_b3_traceid", "HTTP_X-B3-SPANID", "PATH_INFO", "wsgi.input",
+])
+_VALUES = st.one_of(
+    st.sampled_from(["4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "1", "0", "d", "k=v",
+                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                     "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+                     "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1"]),
+    st.text(max_size=20),
+    st.just(b"bytes"),
+)
+
+
+def _normalised(context: Context) -> dict[str, Any]:
+    return {key: value.get_span_context() if isinstance(value, trace.Span) else value for key, value in context.items()}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUES, max_size=8))
+def test_one_pass_snapshot_extracts_what_the_environ_getter_extracts(environ: dict[str, Any]) -> None:
+    propagator = MeshPropagator()
+    headers = request_headers(environ)
+    fast = Context()
+    if _may_carry_context(propagator, headers):
+        fast = propagator.extract(headers, Context(), _CASE_GETTER)
+    assert _normalised(fast) == _normalised(propagator.extract(environ, Context(), ENVIRON_GETTER))
+
+
+def test_snapshot_keeps_only_header_strings_under_their_header_names() -> None:
+    environ = {"HTTP_X_B3_TRACEID": "abc", "HTTP_HOST": "h", "HTTP_x_odd": "no", "PATH_INFO": "/", "HTTP_RAW": b"b"}
+    assert request_headers(environ) == {"x-b3-traceid": "abc", "host": "h"}

@@ -1,0 +1,121 @@
+"""The fast paths of MeshPropagator give exactly what the general paths give.
+
+`extract` from a plain mapping skips the parsers of absent formats and the baggage-prefix scan; `inject`
+formats every header from ids rendered once. Both are compared, on generated input, with the general code
+they short-cut: extraction through a getter Headers cannot read whole (so every name is asked for), and
+injection through each format's own renderer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import trace
+from opentelemetry.context import Context, set_value
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from meshtrace.propagation import (
+    CaseInsensitiveGetter,
+    MeshPropagator,
+    set_debug,
+    set_request_id,
+    set_sampling_deferred,
+    set_sampling_hint,
+)
+from meshtrace.propagation._common import _REMOTE_PARENT, Outgoing
+
+
+class _AskEachName(Getter[Any]):
+    """Same answers as CaseInsensitiveGetter, but Headers cannot tell, so it takes the general path."""
+
+    _inner = CaseInsensitiveGetter()
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        return self._inner.get(carrier, key)
+
+    def keys(self, carrier: Any) -> list[str]:
+        return self._inner.keys(carrier)
+
+
+def _hex(bits: int) -> st.SearchStrategy[str]:
+    return st.integers(0, (1 << bits) - 1).map(lambda n: f"{n:0{bits // 4}x}")
+
+
+_NAMES = [
+    "traceparent", "tracestate", "baggage", "b3", "X-B3-TraceId", "x-b3-spanid", "X-B3-ParentSpanId",
+    "x-b3-sampled", "X-B3-Flags", "uber-trace-id", "ot-tracer-traceid", "OT-Tracer-SpanId", "ot-tracer-sampled",
+    "x-request-id", "uberctx-user", "ot-baggage-tenant", "Uberctx-Tenant", "host", "user-agent",
+]
+_VALUES = st.one_of(
+    st.sampled_from(["0", "1", "d", "true", "False", "", " 1 ", "k=v", "k=v;p=1,j=%41", "x=1,y"]),
+    _hex(64), _hex(128),
+    st.builds(lambda t, s, f: f"00-{t}-{s}-{f}", _hex(128), _hex(64), st.sampled_from(["00", "01", "03", "zz"])),
+    st.builds(lambda t, s, r: f"{t}-{s}{r}", _hex(128), _hex(64),
+              st.sampled_from(["", "-1", "-0", "-d", "-1-00f067aa0ba902b7"])),
+    st.builds(lambda t, s, p, f: f"{t}:{s}:{p}:{f}", _hex(64), _hex(64), _hex(64),
+              st.sampled_from(["0", "1", "3", "02"])),
+    st.text(max_size=40),
+)
+_CARRIERS = st.dictionaries(st.sampled_from(_NAMES), _VALUES, max_size=8)
+
+
+def _normalised(context: Context) -> dict[str, Any]:
+    """A context as comparable data: spans by their span context, everything else by value."""
+    return {key: value.get_span_context() if isinstance(value, trace.Span) else value for key, value in context.items()}
+
+
+@settings(max_examples=600, deadline=None)
+@given(_CARRIERS)
+def test_fast_extract_matches_the_general_path(carrier: dict[str, str]) -> None:
+    propagator = MeshPropagator()
+    fast = propagator.extract(carrier)
+    general = propagator.extract(carrier, getter=_AskEachName())
+    assert _normalised(fast) == _normalised(general)
+
+
+_IDS = st.tuples(st.integers(1, (1 << 128) - 1) | st.integers(1, (1 << 64) - 1), st.integers(1, (1 << 64) - 1))
+
+
+@st.composite
+def _contexts(draw: st.DrawFn) -> Context:
+    context = Context()
+    if draw(st.booleans()):
+        trace_id, span_id = draw(_IDS)
+        flags = draw(st.sampled_from([0, 1, 2, 3]))
+        state = TraceState([("vendor", "x1")]) if draw(st.booleans()) else None
+        span_context = SpanContext(trace_id, span_id, draw(st.booleans()), TraceFlags(flags), state)
+        context = trace.set_span_in_context(NonRecordingSpan(span_context), context)
+        if draw(st.booleans()):
+            # A remembered remote parent (B3 ParentSpanId / Jaeger parent), as extraction leaves it.
+            parent = draw(st.integers(1, (1 << 64) - 1))
+            context = set_value(_REMOTE_PARENT, (span_id, parent), context)
+    if draw(st.booleans()):
+        context = set_debug(True, context)
+    if draw(st.booleans()):
+        context = set_sampling_deferred(True, context)
+    hint = draw(st.sampled_from([None, True, False]))
+    if hint is not None:
+        context = set_sampling_hint(hint, context)
+    entries = draw(st.dictionaries(st.sampled_from(["user", "Tenant", "bad key"]), st.text(max_size=8), max_size=2))
+    for key, value in entries.items():
+        context = otel_baggage.set_baggage(key, value, context)
+    if draw(st.booleans()):
+        context = set_request_id(draw(st.sampled_from(["5f9c2a8e-0d1b", "", "bad\nid"])), context)
+    return context
+
+
+@settings(max_examples=600, deadline=None)
+@given(_contexts(), st.sampled_from([None, ("tracecontext",), ("b3", "jaeger"), ("ottrace", "b3multi", "baggage")]))
+def test_fast_inject_matches_each_format_renderer(context: Context, formats: tuple[str, ...] | None) -> None:
+    propagator = MeshPropagator(formats)
+    fast: dict[str, str] = {}
+    propagator.inject(fast, context)
+    general: dict[str, str] = {}
+    out = Outgoing.of(context)
+    for render in propagator._renderers:  # the general path, format by format
+        general.update(render(out))
+    assert list(fast.items()) == list(general.items())
