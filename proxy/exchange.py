@@ -176,7 +176,10 @@ class Exchange:
         policy = decision.policy
         if policy is not None and policy.retries is not None and not head.upgrade:
             self.retry = policy.retries
-            self.kept = []
+            # Body bytes read before the start are all still pending: they are the start of the kept copy.
+            if self.pending_size <= KEEP_LIMIT:
+                self.kept = list(self.pending)
+                self.kept_size = self.pending_size
 
         drop = ctx.request_drop
         connection = hmap.get(b"connection")

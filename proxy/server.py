@@ -27,6 +27,7 @@ from .hop import HopObserver, Workload
 from .listener import Limits, Listener, ListenerContext
 from .peer import workload_from_env
 from .pool import PoolSet
+from .reload import RulesReloader
 from .router import InboundRouter, OutboundRouter
 from .routes import RuleRouter
 from .tracing import HopTracer
@@ -68,8 +69,10 @@ class Sidecar:
         self.tcp_servers: list[asyncio.Server] = []
         self.pools: PoolSet | None = None
         self.rule_router: RuleRouter | None = None
+        self.reloader: RulesReloader[RuleRouter] | None = None
         self.ready = False
         self.draining = False
+        self.rules_poll_interval = 1.0          # seconds between checks of the rules files' mtimes
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -94,6 +97,18 @@ class Sidecar:
                 loop, "outbound", router, self.pools, self.identity, tracer=self._hop_tracer(inbound=False),
                 observers=self.observers, limits=limits)
             self.listeners.append(Listener(context, config.outbound.host, config.outbound.port))
+            if config.rules:
+                rules_path = config.rules
+                outbound_context = context
+
+                def apply(new: RuleRouter) -> None:
+                    outbound_context.router = new
+                    self.rule_router = new
+
+                self.reloader = RulesReloader(
+                    rules_path, lambda: _rule_router(rules_path, own, timeout), apply,
+                    interval=self.rules_poll_interval)
+                self.reloader.start(loop)
         for listener in self.listeners:
             await listener.start()
         if config.tcp:
@@ -146,6 +161,8 @@ class Sidecar:
         return self.active_connections == 0
 
     async def close(self) -> None:
+        if self.reloader is not None:
+            self.reloader.stop()
         for listener in self.listeners:
             listener.stop_accepting()
             listener.stop_sweeping()
@@ -171,6 +188,8 @@ class Sidecar:
         dump["tcp"] = [{"listen": str(listen), "upstream": str(upstream)} for listen, upstream in self.config.tcp]
         if self.rule_router is not None:
             dump["rules"] = self.rule_router.describe()
+        if self.reloader is not None:
+            dump["rules_reload"] = {"reloads": self.reloader.reloads, "last_error": self.reloader.last_error}
         return dump
 
     def stats(self) -> dict[str, int]:
