@@ -20,7 +20,8 @@ __all__ = ["LoadResult", "ProgressBar", "run_load"]
 
 @dataclass
 class LoadResult:
-    sent: int = 0
+    sent: int = 0                                                 # started
+    done: int = 0                                                 # answered (or failed)
     statuses: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)       # which reviews version answered
     degraded: int = 0                                             # pages served without reviews
@@ -52,19 +53,19 @@ class ProgressBar:
 
     def update(self, result: LoadResult, final: bool = False) -> None:
         now = time.monotonic()
-        fraction = self.fraction(result.sent)
+        fraction = self.fraction(result.done)
         quarter = int(fraction * 4)
         if self.tty and not final and now - self._last_draw < 0.1:
             return
-        if not self.tty and quarter == self._last_quarter and (not final or self._last_sent == result.sent):
+        if not self.tty and quarter == self._last_quarter and (not final or self._last_sent == result.done):
             return
-        self._last_draw, self._last_quarter, self._last_sent = now, quarter, result.sent
+        self._last_draw, self._last_quarter, self._last_sent = now, quarter, result.done
         width = 30
         filled = int(fraction * width)
-        rate = result.sent / max(now - self.started, 0.5)
+        rate = result.done / max(now - self.started, 0.5)
         errors = sum(n for status, n in result.statuses.items() if status >= 500 or status == 0)
         goal = f"/{self.total}" if self.total else ""
-        text = (f"[{'█' * filled}{'·' * (width - filled)}] {result.sent}{goal} requests  {rate:5.1f} req/s  "
+        text = (f"[{'█' * filled}{'·' * (width - filled)}] {result.done}{goal} requests  {rate:5.1f} req/s  "
                 f"{result.degraded} degraded  {errors} failed")
         if self.tty:
             self.stream.write("\r" + text + ("\n" if final else ""))
@@ -89,6 +90,7 @@ def _one(url: str, opener: urllib.request.OpenerDirector, result: LoadResult, lo
         status = 0
     elapsed = (time.monotonic() - started) * 1000
     with lock:
+        result.done += 1
         result.statuses[status] += 1
         result.latencies_ms.append(elapsed)
         if version:

@@ -1,12 +1,15 @@
 """A trace as a waterfall in the terminal: one line per span with its offset, duration and a bar on a shared axis.
 
-    trace 4bf92f3577b34da6a3ce929d0e0e4736  9 spans · 4 services · depth 9 · 31.2ms · 1 error
-      service / operation                         offset  duration  ├──────────────────────────────┤
-      productpage-sidecar  GET /productpage          0µs    31.2ms  ██████████████████████████████
-      └ productpage  GET /productpage              410µs    29.8ms   █████████████████████████████
-    ✗   └ reviews  GET                              1.1ms   12.0ms     ███████████
+    trace 4bf92f3577b34da6a3ce929d0e0e4736  5 spans · 3 services · depth 3 · 100.0ms · 2 errors
+      service  operation         offset  duration  ├────────────────────────────────────────┤
+      frontend  GET /checkout       0µs   100.0ms  ██████████████████████████████████████████
+      └ frontend  GET            10.0ms    30.0ms      █████████████
+       └ cart  GET /cart/<id>    12.0ms    25.0ms       ███████████
+    ✗ └ frontend  GET            50.0ms    40.0ms                       ▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒
+    ✗  └ payment  POST /pay      52.0ms    35.0ms                       ▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒▒
 
-Column widths follow the terminal; labels are cut with an ellipsis so that every line fits in `width`.
+Labels get the width they need up to two thirds of the line (cut with an ellipsis beyond), bars the rest, so
+every line fits in `width`. Failing spans are marked ✗ and drawn red on a terminal, hatched without colour.
 """
 
 from __future__ import annotations
