@@ -18,6 +18,8 @@ from meshtrace.views.style import Style, truncate
 __all__ = ["Edge", "edges_from_dependencies", "edges_from_samples", "render_graph_text", "render_svg"]
 
 UNKNOWN = "unknown"
+_GREY, _RED = "#555555", "#c62828"
+_ARC, _ARC_STEP = 50, 25        # how far an edge skipping columns rises above the nodes, and more per extra column
 
 
 @dataclass
@@ -192,48 +194,60 @@ def _layers(edges: Sequence[Edge]) -> dict[str, int]:
 
 def render_svg(edges: Sequence[Edge], *, title: str = "service graph") -> str:
     """A standalone SVG: nodes in columns by call depth, curved edges labelled with rate and error rate."""
-    node_w, node_h, col_gap, row_gap, margin = 150, 40, 110, 40, 30
+    node_w, node_h, col_gap, row_gap, margin = 150, 40, 150, 40, 30
     layer = _layers(edges)
     columns: dict[int, list[str]] = {}
     for node in sorted(layer, key=lambda n: (layer[n], n)):
         columns.setdefault(layer[node], []).append(node)
     rows = max((len(c) for c in columns.values()), default=1)
+    # An edge that skips columns arcs over the nodes between; a backward one loops under them. Make room for both.
+    spans = [layer[e.destination] - layer[e.source] for e in edges]
+    arc_room = max((_ARC + _ARC_STEP * (n - 2) for n in spans if n > 1), default=0) + (20 if max(spans, default=0) > 1
+                                                                                         else 0)
+    loop_room = 70 if any(n <= 0 for n in spans) else 0
+    top = margin + 30 + arc_room
     width = margin * 2 + len(columns) * node_w + max(0, len(columns) - 1) * col_gap
-    height = margin * 2 + 30 + rows * node_h + max(0, rows - 1) * row_gap
+    height = top + rows * node_h + max(0, rows - 1) * row_gap + loop_room + margin
     pos: dict[str, tuple[float, float]] = {}
     for col, names in columns.items():
         offset = (rows - len(names)) * (node_h + row_gap) / 2
         for row, name in enumerate(names):
-            pos[name] = (margin + col * (node_w + col_gap), margin + 30 + offset + row * (node_h + row_gap))
+            pos[name] = (margin + col * (node_w + col_gap), top + offset + row * (node_h + row_gap))
     esc = html.escape
+    marker = ('<marker id="{id}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="{fill}"/></marker>')
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">',
         f"<title>{esc(title)}</title>",
-        "<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" "
-        "markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"#555\"/></marker>"
-        "</defs>",
+        "<defs>" + marker.format(id="arrow", fill=_GREY) + marker.format(id="arrow-error", fill=_RED) + "</defs>",
         f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
         f'<text x="{margin}" y="{margin}" font-size="15" font-weight="bold" fill="#222">{esc(title)}</text>',
     ]
-    for edge in edges:
+    for edge, span in zip(edges, spans, strict=True):
         x1, y1 = pos[edge.source]
         x2, y2 = pos[edge.destination]
-        sx, sy = x1 + node_w, y1 + node_h / 2
-        dx, dy = x2, y2 + node_h / 2
-        if x2 <= x1:                     # same column or backwards: loop under the nodes
+        if span <= 0:                     # same column or backwards: loop under the nodes
             sx, sy, dx, dy = x1 + node_w / 2, y1 + node_h, x2 + node_w / 2, y2 + node_h
             path = f"M {sx} {sy} C {sx} {sy + 60}, {dx} {dy + 60}, {dx} {dy}"
             lx, ly = (sx + dx) / 2, max(sy, dy) + 48
+        elif span > 1:                    # skips columns: arc over them, from top to top
+            rise = _ARC + _ARC_STEP * (span - 2)
+            sx, sy, dx, dy = x1 + node_w * 0.75, y1, x2 + node_w * 0.25, y2
+            lift = min(sy, dy) - rise
+            path = f"M {sx} {sy} C {sx} {lift}, {dx} {lift}, {dx} {dy}"
+            lx, ly = (sx + dx) / 2, min(sy, dy) - rise * 0.75 - 6
         else:
+            sx, sy, dx, dy = x1 + node_w, y1 + node_h / 2, x2, y2 + node_h / 2
             bend = (dx - sx) / 2
             path = f"M {sx} {sy} C {sx + bend} {sy}, {dx - bend} {dy}, {dx} {dy}"
             lx, ly = (sx + dx) / 2, (sy + dy) / 2 - 6
-        colour = "#c62828" if edge.errors else "#555"
+        colour = _RED if edge.errors else _GREY
         label = f"{edge.rate:.1f} rps" if edge.rate is not None else f"{edge.requests:.0f} req"
         label += f" · {edge.error_rate * 100:.1f}% err"
         parts.append(f'<path class="edge" data-source="{esc(edge.source)}" data-destination="{esc(edge.destination)}" '
-                     f'd="{path}" fill="none" stroke="{colour}" stroke-width="1.6" marker-end="url(#arrow)"/>')
+                     f'd="{path}" fill="none" stroke="{colour}" stroke-width="1.6" '
+                     f'marker-end="url(#{"arrow-error" if edge.errors else "arrow"})"/>')
         parts.append(f'<text x="{lx}" y="{ly}" text-anchor="middle" fill="{colour}" '
                      f'stroke="#fff" stroke-width="3" paint-order="stroke">{esc(label)}</text>')
     for name, (x, y) in pos.items():

@@ -140,3 +140,36 @@ def test_graph_command_scrapes_and_writes_svg(metrics_server: str, tmp_path: Pat
     assert "  └─► front" in out.stdout
     assert "\x1b[" not in out.stdout                       # not a terminal: no colour
     assert ET.fromstring(svg.read_text()).tag.endswith("svg")
+
+
+def _cubic_points(d: str, steps: int = 50) -> list[tuple[float, float]]:
+    nums = [float(n) for n in d.replace("M", " ").replace("C", " ").replace(",", " ").split()]
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = zip(nums[0::2], nums[1::2], strict=True)
+    out = []
+    for i in range(steps + 1):
+        t = i / steps
+        a, b, c, e = (1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t * t, t ** 3
+        out.append((a * x0 + b * x1 + c * x2 + e * x3, a * y0 + b * y1 + c * y2 + e * y3))
+    return out
+
+
+def test_svg_edges_never_run_through_a_node() -> None:
+    bookinfo = [Edge("unknown", "productpage", 9), Edge("productpage", "details", 9), Edge("productpage", "reviews", 9),
+                Edge("reviews", "ratings", 9), Edge("reviews", "127.0.0.1", 9, 9), Edge("ratings", "details", 9)]
+    root = ET.fromstring(render_svg(bookinfo))
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    boxes = {}
+    for group in root.iterfind(".//svg:g[@class='node']", ns):
+        rect = group.find("svg:rect", ns)
+        assert rect is not None
+        x, y, w, h = (float(rect.get(k, "0")) for k in ("x", "y", "width", "height"))
+        boxes[group.get("data-name")] = (x, y, x + w, y + h)
+    width, height = float(root.get("width", "0")), float(root.get("height", "0"))
+    for path in root.iterfind(".//svg:path[@class='edge']", ns):
+        ends = {path.get("data-source"), path.get("data-destination")}
+        for px, py in _cubic_points(path.get("d", "")):
+            assert 0 <= px <= width
+            assert 0 <= py <= height
+            for name, (x0, y0, x1, y1) in boxes.items():
+                if name not in ends:
+                    assert not (x0 < px < x1 and y0 < py < y1), (ends, name, (px, py))
