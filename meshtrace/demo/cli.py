@@ -100,6 +100,8 @@ def _load_summary(result: LoadResult, mesh: Mesh) -> str:
 def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
+    # Ctrl-C must reach us even when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     out = sys.stdout
     style = Style.for_stream(out, None if args.color == "auto" else args.color == "always")
     width = args.width or terminal_width(out)
@@ -188,6 +190,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     finally:
         supervisor.stop()
+        summary["pids"] = supervisor.pids
         if args.summary:
             Path(args.summary).write_text(json.dumps(summary, indent=2), encoding="utf-8")
 

@@ -17,7 +17,8 @@ from demo_support import MESHTRACE, demo_env, survivors
     (signal.SIGINT, 130, ["--duration", "120"], "sending traffic"),
     (signal.SIGTERM, 128 + signal.SIGTERM, ["--duration", "120"], "sending traffic"),
     (signal.SIGINT, 130, ["--short", "--keep"], "keeps running"),
-], ids=["sigint-under-load", "sigterm-under-load", "sigint-after-keep"])
+    (signal.SIGINT, 130, ["--short"], "starting 6 services"),
+], ids=["sigint-under-load", "sigterm-under-load", "sigint-after-keep", "sigint-while-starting"])
 def test_a_signal_stops_everything(tmp_path: Path, sig: signal.Signals, code: int, args: list[str],
                                    marker: str) -> None:
     summary = tmp_path / "summary.json"
@@ -33,7 +34,7 @@ def test_a_signal_stops_everything(tmp_path: Path, sig: signal.Signals, code: in
                 break
         else:
             pytest.fail(f"the demo ended before printing {marker!r}:\n" + "".join(seen))
-        time.sleep(1.0)
+        time.sleep(0.5)
         sent = time.monotonic()
         demo.send_signal(sig)
         demo.communicate(timeout=30)
@@ -45,5 +46,6 @@ def test_a_signal_stops_everything(tmp_path: Path, sig: signal.Signals, code: in
     assert demo.returncode == code
     assert took < 15, f"stopping took {took:.1f}s"
     result = json.loads(summary.read_text())
-    assert len(result["pids"]) == 12
+    assert result["pids"], "the demo had started nothing yet"
+    assert len(result["pids"]) <= 12
     assert survivors(result) == []
