@@ -183,7 +183,9 @@ def _run(args: argparse.Namespace) -> int:
         )
         if args.keep:
             ui = f"; Jaeger UI: {jaeger.query_url}" if jaeger else ""
-            out.write(f"the mesh keeps running (send requests to {mesh.entry}/productpage{ui}); Ctrl-C stops it\n")
+            scrape = " ".join(f"--metrics 127.0.0.1:{w.admin}" for w in mesh.workloads)
+            out.write(f"the mesh keeps running (send requests to {mesh.entry}/productpage{ui}); Ctrl-C stops it\n"
+                      f"live graph: meshtrace graph {scrape} --interval 5\n")
             out.flush()
             while True:
                 time.sleep(3600)

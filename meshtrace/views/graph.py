@@ -30,6 +30,7 @@ class Edge:
     errors: float = 0.0                   # 5xx answers (and local replies such as injected aborts)
     seconds: float | None = None          # the window the counts cover, for rates
     buckets: dict[float, float] = field(default_factory=dict)   # duration upper bound (ms) -> cumulative count
+    measured: bool = True                 # False when the source knows calls only (Jaeger dependencies)
 
     @property
     def rate(self) -> float | None:
@@ -114,7 +115,7 @@ def edges_from_dependencies(data: Iterable[Mapping[str, object]], *, fold_sideca
             if parent == child:
                 continue
         calls = item.get("callCount", 0)
-        edge = edges.setdefault((parent, child), Edge(parent, child))
+        edge = edges.setdefault((parent, child), Edge(parent, child, measured=False))
         edge.requests += float(calls) if isinstance(calls, int | float) else 0.0
     return sorted(edges.values(), key=lambda e: (e.source, e.destination))
 
@@ -166,7 +167,7 @@ def render_graph_text(edges: Sequence[Edge], *, width: int = 100, style: Style |
     out.append(style.dim(header[:width]))
     for edge in edges:
         rate = f"{edge.rate:.1f}" if edge.rate is not None else "-"
-        errors = f"{edge.error_rate * 100:.1f}%"
+        errors = f"{edge.error_rate * 100:.1f}%" if edge.measured else "-"
         if edge.errors:
             errors = style.error(f"{errors:>7}")
         line = (f"  {style.service(edge.source, truncate(edge.source, name_width))} ─► "
@@ -244,7 +245,8 @@ def render_svg(edges: Sequence[Edge], *, title: str = "service graph") -> str:
             lx, ly = (sx + dx) / 2, (sy + dy) / 2 - 6
         colour = _RED if edge.errors else _GREY
         label = f"{edge.rate:.1f} rps" if edge.rate is not None else f"{edge.requests:.0f} req"
-        label += f" · {edge.error_rate * 100:.1f}% err"
+        if edge.measured:
+            label += f" · {edge.error_rate * 100:.1f}% err"
         parts.append(f'<path class="edge" data-source="{esc(edge.source)}" data-destination="{esc(edge.destination)}" '
                      f'd="{path}" fill="none" stroke="{colour}" stroke-width="1.6" '
                      f'marker-end="url(#{"arrow-error" if edge.errors else "arrow"})"/>')

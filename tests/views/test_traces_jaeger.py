@@ -66,3 +66,5 @@ def test_graph_from_jaeger_dependencies(known_trace: str, tmp_path: Path) -> Non
     assert "  frontend" in lines
     assert "  ├─► cart" in lines
     assert "  └─► payment" in lines
+    row = next(line for line in lines if line.startswith("  frontend") and "─► cart" in line)
+    assert row.split()[3:] == ["1", "-", "-", "-", "-"]        # Jaeger knows calls, not errors or latency
