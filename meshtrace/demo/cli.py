@@ -59,13 +59,15 @@ def pick_traces(traces: list[Trace], count: int) -> list[Trace]:
     return [t for t in picks if t is not None][:count]
 
 
-def _collect_traces(jaeger: Jaeger | None, spans_file: Path, expected: int, wait: float = 15.0) -> list[Trace]:
+def _collect_traces(jaeger: Jaeger | None, spans_file: Path, expected: int, since_us: int,
+                    wait: float = 15.0) -> list[Trace]:
     """All demo traces once the exporters have flushed: poll until the span count stops growing."""
     deadline = time.monotonic() + wait
     last, traces = -1, []
     while True:
         if jaeger is not None:
-            raw = JaegerClient(jaeger.query_url).traces(ROOT_SERVICE, limit=max(expected * 2, 100), lookback="1h")
+            raw = JaegerClient(jaeger.query_url).traces(ROOT_SERVICE, limit=max(expected * 2, 100), lookback="1h",
+                                                        start_us=since_us)
             traces = traces_from_jaeger(raw)
         else:
             try:
@@ -147,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         out.flush()
         summary.update(pids=supervisor.pids, jaeger=jaeger.query_url if jaeger else None, spans_file=str(spans_file),
                        rules=rules, metrics=mesh.metrics_urls)
+        load_started_us = time.time_ns() // 1000
         result = run_load(mesh.entry, requests=requests if not args.duration else None, duration=args.duration,
                           concurrency=args.concurrency, progress=ProgressBar(requests, args.duration))
         samples = fetch_metrics(mesh.metrics_urls)
@@ -156,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
         _heading(out, style, "requests")
         out.write(_load_summary(result, mesh) + "\n")
 
-        traces = _collect_traces(jaeger, spans_file, expected=result.sent)
+        traces = _collect_traces(jaeger, spans_file, expected=result.sent, since_us=load_started_us)
         chosen = pick_traces(traces, show)
         _heading(out, style, f"traces ({len(chosen)} of {len(traces)})")
         out.write("\n\n".join(render_waterfall(t, width=width, style=style) for t in chosen) + "\n")

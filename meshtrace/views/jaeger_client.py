@@ -48,11 +48,15 @@ class JaegerClient:
         """The trace with this id as Jaeger's raw `data` list (empty when unknown)."""
         return list(self._get(f"/api/traces/{trace_id}") or [])
 
-    def traces(self, service: str, *, limit: int = 20, lookback: str = "1h",
-               operation: str | None = None) -> list[dict[str, Any]]:
+    def traces(self, service: str, *, limit: int = 20, lookback: str = "1h", operation: str | None = None,
+               start_us: int | None = None) -> list[dict[str, Any]]:
+        """Recent traces through `service`; `start_us` (epoch microseconds) drops those that began earlier."""
         params: dict[str, str | int] = {"service": service, "limit": limit, "lookback": lookback}
         if operation:
             params["operation"] = operation
+        if start_us is not None:
+            params["start"] = start_us
+            params["end"] = int(time.time() * 1_000_000) + 60_000_000
         return list(self._get("/api/traces", params) or [])
 
     def dependencies(self, lookback_seconds: float = 3600.0) -> list[dict[str, Any]]:

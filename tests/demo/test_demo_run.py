@@ -32,7 +32,9 @@ def jaeger_run(jaeger: jaeger_process.Jaeger,
     tmp = tmp_path_factory.mktemp("demo-jaeger")
     done, summary = run_demo(tmp, "--jaeger", jaeger.query_url, "--otlp", jaeger.otlp_endpoint,
                              "--requests", str(REQUESTS))
-    traces = traces_from_jaeger(jaeger.traces("productpage-sidecar", limit=1000))
+    # The session's Jaeger also holds other tests' traces (a `productpage` sidecar among them): keep the demo's.
+    traces = [t for t in traces_from_jaeger(jaeger.traces("productpage-sidecar", limit=1000))
+              if any(s.attributes.get("service.namespace") == "bookinfo" for s in t.spans)]
     return done.stdout, summary, traces
 
 
