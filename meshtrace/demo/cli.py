@@ -99,6 +99,45 @@ def _load_summary(result: LoadResult, mesh: Mesh) -> str:
     return "\n".join(lines)
 
 
+def _backend(args: argparse.Namespace, supervisor: Supervisor, workdir: Path,
+             spans_file: Path) -> tuple[Jaeger | None, str, dict[str, str]]:
+    """Where spans go: (the Jaeger or None, a line saying so, the exporter variables for every process)."""
+    jaeger: Jaeger | None = None
+    if args.jaeger:
+        parsed = urllib.parse.urlsplit(args.jaeger)
+        jaeger = Jaeger(args.jaeger, args.otlp or f"{parsed.scheme}://{parsed.hostname}:4318")
+        backend = f"Jaeger at {args.jaeger}"
+    elif (binary := find_jaeger_binary()) is not None and not args.no_jaeger:
+        jaeger = start_jaeger(supervisor, binary, workdir)
+        backend = f"Jaeger at {jaeger.query_url} (started from {binary})"
+    else:
+        why = "--no-jaeger" if args.no_jaeger else "no Jaeger binary: run `make demo` or pass --jaeger URL"
+        backend = f"the file exporter, {spans_file} ({why})"
+    env = ({"MESHTRACE_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint} if jaeger
+           else {"MESHTRACE_EXPORTER": "file", "MESHTRACE_FILE": str(spans_file)})
+    return jaeger, backend, env
+
+
+def _rules_line(args: argparse.Namespace, rules: bool) -> str:
+    if rules:
+        split = " · ".join(f"{v} {share}%" for v, share in REVIEWS_SPLIT.items())
+        return (f"traffic rules: {find_examples() / 'rules.yaml'} (reviews {split}; ratings "
+                f"{RATINGS_FAULT_PERCENT:.0f}% aborted, 10% delayed)")
+    why = "--rules off" if args.rules == "off" else "this sidecar has no --rules"
+    return (f"traffic rules: not applied ({why}); productpage picks a reviews version at random and ratings fails "
+            f"{RATINGS_FAULT_PERCENT:.0f}% of calls by itself")
+
+
+def _keep_running(out: TextIO, mesh: Mesh, jaeger: Jaeger | None) -> None:
+    ui = f"; Jaeger UI: {jaeger.query_url}" if jaeger else ""
+    scrape = " ".join(f"--metrics 127.0.0.1:{w.admin}" for w in mesh.workloads)
+    out.write(f"the mesh keeps running (send requests to {mesh.entry}/productpage{ui}); Ctrl-C stops it\n"
+              f"live graph: meshtrace graph {scrape} --interval 5\n")
+    out.flush()
+    while True:
+        time.sleep(3600)
+
+
 def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
@@ -115,40 +154,19 @@ def _run(args: argparse.Namespace) -> int:
     supervisor = Supervisor(workdir / "logs")
     summary: dict[str, object] = {"workdir": str(workdir)}
     try:
-        examples = find_examples()
-        jaeger: Jaeger | None = None
-        if args.jaeger:
-            parsed = urllib.parse.urlsplit(args.jaeger)
-            jaeger = Jaeger(args.jaeger, args.otlp or f"{parsed.scheme}://{parsed.hostname}:4318")
-            backend = f"Jaeger at {args.jaeger}"
-        elif (binary := find_jaeger_binary()) is not None and not args.no_jaeger:
-            jaeger = start_jaeger(supervisor, binary, workdir)
-            backend = f"Jaeger at {jaeger.query_url} (started from {binary})"
-        else:
-            why = "--no-jaeger" if args.no_jaeger else "no Jaeger binary: run `make demo` or pass --jaeger URL"
-            backend = f"the file exporter, {spans_file} ({why})"
-        exporter_env = ({"MESHTRACE_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint}
-                        if jaeger else {"MESHTRACE_EXPORTER": "file", "MESHTRACE_FILE": str(spans_file)})
+        find_examples()     # fail before starting anything when the services are not there
+        jaeger, backend, exporter_env = _backend(args, supervisor, workdir, spans_file)
         rules = proxy_supports_rules() if args.rules == "auto" else args.rules == "on"
         out.write(style.bold("meshtrace demo") + " · Bookinfo: productpage → details, reviews v1|v2|v3 → ratings "
-                  "→ details\n")
-        out.write(f"tracing to {backend}\n")
-        if rules:
-            split = " · ".join(f"{v} {share}%" for v, share in REVIEWS_SPLIT.items())
-            out.write(f"traffic rules: {examples / 'rules.yaml'} (reviews {split}; ratings "
-                      f"{RATINGS_FAULT_PERCENT:.0f}% aborted, 10% delayed)\n")
-        else:
-            why = "--rules off" if args.rules == "off" else "this sidecar has no --rules"
-            out.write(f"traffic rules: not applied ({why}); productpage picks a reviews "
-                      f"version at random and ratings fails {RATINGS_FAULT_PERCENT:.0f}% of calls by itself\n")
-        out.write("starting 6 services and 6 sidecars on 127.0.0.1 …\n")
+                  f"→ details\ntracing to {backend}\n{_rules_line(args, rules)}\n"
+                  "starting 6 services and 6 sidecars on 127.0.0.1 …\n")
         out.flush()
         started = time.monotonic()
         mesh = start_mesh(supervisor, exporter_env, workdir=workdir, rules=rules)
         out.write(f"ready in {time.monotonic() - started:.1f}s; sending traffic to {mesh.entry}/productpage\n")
         out.flush()
-        summary.update(pids=supervisor.pids, jaeger=jaeger.query_url if jaeger else None, spans_file=str(spans_file),
-                       rules=rules, metrics=mesh.metrics_urls)
+        summary.update(jaeger=jaeger.query_url if jaeger else None, spans_file=str(spans_file), rules=rules,
+                       metrics=mesh.metrics_urls)
         load_started_us = time.time_ns() // 1000
         result = run_load(mesh.entry, requests=requests if not args.duration else None, duration=args.duration,
                           concurrency=args.concurrency, progress=ProgressBar(requests, args.duration))
@@ -185,13 +203,7 @@ def _run(args: argparse.Namespace) -> int:
             workload_edges=[[e.source, e.destination, e.requests, e.errors] for e in workload_edges],
         )
         if args.keep:
-            ui = f"; Jaeger UI: {jaeger.query_url}" if jaeger else ""
-            scrape = " ".join(f"--metrics 127.0.0.1:{w.admin}" for w in mesh.workloads)
-            out.write(f"the mesh keeps running (send requests to {mesh.entry}/productpage{ui}); Ctrl-C stops it\n"
-                      f"live graph: meshtrace graph {scrape} --interval 5\n")
-            out.flush()
-            while True:
-                time.sleep(3600)
+            _keep_running(out, mesh, jaeger)
         return 0
     finally:
         supervisor.stop()
