@@ -37,6 +37,7 @@ from .router import RouteDecision, split_authority
 from .upstream import UpstreamConnection
 
 if TYPE_CHECKING:
+    from .breaker import ClusterLimits
     from .connection import DownstreamConnection
 
 __all__ = ["Exchange"]
@@ -70,6 +71,7 @@ class Exchange:
         "keep_alive",
         "kept",
         "kept_size",
+        "limits",
         "out_head",
         "pending",
         "pending_size",
@@ -83,6 +85,7 @@ class Exchange:
         "response_started",
         "retried",
         "retry",
+        "retry_slot",
         "source",
         "start_ns",
         "started",
@@ -94,6 +97,7 @@ class Exchange:
         "upstream",
         "upstream_address",
         "upstream_ns",
+        "waiting",
     )
 
     def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
@@ -137,6 +141,9 @@ class Exchange:
         self.kept_size = 0
         self.source: Workload | None = None
         self.destination: Workload | None = None
+        self.limits: ClusterLimits | None = None    # the cluster's circuit breakers, when its rule sets any
+        self.retry_slot = False                     # holds one of the cluster's maxRetries
+        self.waiting = False                        # queued for a connection (http1MaxPendingRequests)
 
     # -- request side ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -204,7 +211,12 @@ class Exchange:
         if head.chunked:
             out.append((b"transfer-encoding", b"chunked"))
         self.out_head = encode_request_head(head.method, decision.target, out)
-        self.pool = ctx.pools.get(route.host, route.port)
+        limits = route.limits
+        if limits is None:
+            self.pool = ctx.pools.get(route.host, route.port)
+        else:
+            self.limits = limits
+            self.pool = ctx.pools.get_limited(route.host, route.port, limits)
         self.upstream_address = self.pool.address
         if policy is not None and policy.fault is not None:
             fault = policy.fault.decide()
@@ -236,8 +248,38 @@ class Exchange:
         conn = self.pool.acquire_idle()
         if conn is not None:
             self._attach(conn)
-        else:
+            return
+        limits = self.limits
+        if limits is None or limits.connections.try_acquire():
             self.ctx.loop.create_task(self._connect(self.pool))
+        elif limits.wait(self):
+            self.waiting = True             # maxConnections reached: wait for one (http1MaxPendingRequests)
+        else:
+            self.local_reply(503, flags.UO, localreply.reset_before_headers("overflow"))
+
+    # -- circuit breakers (breaker.Waiter) ---------------------------------------------------------------------
+    @property
+    def wait_key(self) -> object:
+        return self.pool
+
+    def on_slot(self) -> None:
+        """A connection slot of the cluster freed up while this request waited: open a connection."""
+        self.waiting = False
+        assert self.pool is not None
+        self.ctx.loop.create_task(self._connect(self.pool))
+
+    def on_connection(self, conn: UpstreamConnection) -> None:
+        """A connection its pool released, lent straight to this waiting request."""
+        self.waiting = False
+        self._attach(conn)
+
+    def _release_limits(self, limits: ClusterLimits) -> None:
+        if self.waiting:
+            self.waiting = False
+            limits.cancel(self)
+        if self.retry_slot:
+            self.retry_slot = False
+            limits.retries.release()
 
     async def _connect(self, pool: ConnectionPool) -> None:
         try:
@@ -308,6 +350,12 @@ class Exchange:
         retry = self.retry
         if retry is None or self.kept is None or self.finished or self.tries > retry.attempts:
             return False
+        limits = self.limits
+        if limits is not None and not self.retry_slot:
+            if not limits.retries.try_acquire():
+                self.flags.append(flags.UO)     # maxRetries: no retry, the failed try's answer goes out
+                return False
+            self.retry_slot = True
         self._cancel_timer()
         up = self.upstream
         self.upstream = None
@@ -597,6 +645,8 @@ class Exchange:
         self._cancel_timer()
         if self._deadline is not None:
             self._cancel_deadline()
+        if self.limits is not None:
+            self._release_limits(self.limits)
         end_ns = time.time_ns()
         try:
             self._report(end_ns)

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import TYPE_CHECKING
 
 from . import flags
 from .errors import UpstreamError
 from .localreply import CONNECT_FAILURE, reset_before_headers
 from .upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from .breaker import ClusterLimits
 
 __all__ = ["ConnectionPool", "PoolSet"]
 
@@ -25,10 +29,11 @@ __all__ = ["ConnectionPool", "PoolSet"]
 class ConnectionPool:
     """The idle keep-alive connections to one `host:port`."""
 
-    __slots__ = ("address", "connect_timeout", "host", "idle", "idle_timeout", "loop", "max_idle", "opened", "port")
+    __slots__ = ("address", "connect_timeout", "host", "idle", "idle_timeout", "limits", "loop", "max_idle", "opened",
+                 "port")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int, *, connect_timeout: float,
-                 idle_timeout: float, max_idle: int) -> None:
+                 idle_timeout: float, max_idle: int, limits: ClusterLimits | None = None) -> None:
         self.loop = loop
         self.host = host
         self.port = port
@@ -38,6 +43,7 @@ class ConnectionPool:
         self.max_idle = max_idle
         self.idle: list[UpstreamConnection] = []
         self.opened = 0                 # connections ever opened: tests read it to prove reuse
+        self.limits = limits            # the cluster's circuit breakers (DestinationRule connectionPool)
 
     def acquire_idle(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -49,7 +55,19 @@ class ConnectionPool:
         return None
 
     async def connect(self) -> UpstreamConnection:
-        """A new connection, or UpstreamError(UF) with Envoy's wording and the OS reason."""
+        """A new connection, or UpstreamError(UF) with Envoy's wording and the OS reason.
+
+        With cluster limits the caller holds a connection slot; a failed connect gives it back here, an open
+        connection gives it back when it closes (`UpstreamConnection.connection_lost`).
+        """
+        try:
+            return await self._connect()
+        except BaseException:
+            if self.limits is not None:
+                self.limits.connection_closed()
+            raise
+
+    async def _connect(self) -> UpstreamConnection:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 transport, conn = await self.loop.create_connection(
@@ -66,6 +84,16 @@ class ConnectionPool:
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
+        limits = self.limits
+        if limits is not None and not conn.closed:
+            if not limits.keep_connection(conn.requests):
+                conn.close()                # maxRequestsPerConnection reached
+                return
+            waiter = limits.take_waiter(self)
+            if waiter is not None:
+                conn.reused = True
+                waiter.on_connection(conn)  # straight to a request waiting for a connection of this pool
+                return
         if conn.closed or len(self.idle) >= self.max_idle:
             conn.close()
             return
@@ -100,6 +128,7 @@ class PoolSet:
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
         self.pools: dict[tuple[str, int], ConnectionPool] = {}
+        self.limited: dict[tuple[str, int, str], ConnectionPool] = {}     # pools of clusters with limits
         self._sweeper: asyncio.TimerHandle | None = None
 
     def get(self, host: str, port: int) -> ConnectionPool:
@@ -113,9 +142,28 @@ class PoolSet:
                 self._sweeper = self.loop.call_later(self.idle_timeout / 2, self._sweep)
         return pool
 
+    def get_limited(self, host: str, port: int, limits: ClusterLimits) -> ConnectionPool:
+        """The pool of `host:port` for one cluster with circuit breakers: its connections count for that cluster
+        only. The newest limits object of a cluster name wins (a rules reload makes new ones)."""
+        key = (host, port, limits.name)
+        pool = self.limited.get(key)
+        if pool is None:
+            pool = self.limited[key] = ConnectionPool(
+                self.loop, host, port, connect_timeout=limits.connect_timeout or self.connect_timeout,
+                idle_timeout=limits.idle_timeout or self.idle_timeout, max_idle=self.max_idle, limits=limits)
+            if self._sweeper is None:
+                self._sweeper = self.loop.call_later(self.idle_timeout / 2, self._sweep)
+        elif pool.limits is not limits:
+            pool.limits = limits
+            pool.close()                    # idle connections counted by the old limits go
+        return pool
+
+    def all(self) -> list[ConnectionPool]:
+        return [*self.pools.values(), *self.limited.values()]
+
     def _sweep(self) -> None:
         now = self.loop.time()
-        for pool in self.pools.values():
+        for pool in self.all():
             pool.sweep(now)
         self._sweeper = self.loop.call_later(self.idle_timeout / 2, self._sweep)
 
@@ -123,5 +171,5 @@ class PoolSet:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for pool in self.pools.values():
+        for pool in self.all():
             pool.close()

@@ -14,6 +14,7 @@ import httptools
 from .codec import RequestHead
 
 if TYPE_CHECKING:
+    from .breaker import ClusterLimits
     from .policy import RoutePolicy
 
 __all__ = ["InboundRouter", "OutboundRouter", "Route", "RouteDecision", "Router", "origin_form", "split_authority"]
@@ -29,6 +30,7 @@ class Route:
     name: str                       # route name for logs and metrics
     span_path: str = "/*"           # the path part of Istio's span name; `/*` for a catch-all route
     timeout: float | None = 15.0    # seconds to wait for the response head (Envoy's default route timeout)
+    limits: ClusterLimits | None = None     # the cluster's circuit breakers (DestinationRule connectionPool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from meshtrace import ConfigError
 
 from .balancer import Balancer, Host, make_balancer
+from .breaker import ClusterLimits
 from .codec import RequestHead
 from .fault import FaultPolicy
 from .istio_config import (
@@ -40,12 +41,14 @@ __all__ = ["Cluster", "RuleRouter"]
 class Cluster:
     """The hosts of one `outbound|port|subset|host` cluster and how to choose among them."""
 
-    __slots__ = ("balancer", "hash_key", "hosts", "name", "policy")
+    __slots__ = ("balancer", "hash_key", "hosts", "limits", "name", "policy")
 
-    def __init__(self, name: str, hosts: list[Host], policy: TrafficPolicy | None, rng: random.Random) -> None:
+    def __init__(self, name: str, hosts: list[Host], policy: TrafficPolicy | None, rng: random.Random,
+                 limits: ClusterLimits | None = None) -> None:
         self.name = name
         self.hosts = hosts
         self.policy = policy
+        self.limits = limits
         ch = policy.consistent_hash if policy is not None else None
         self.balancer: Balancer = make_balancer(policy.simple if policy else "ROUND_ROBIN", ch is not None, rng)
         self.hash_key = _hash_key(ch) if ch is not None else None
@@ -102,7 +105,8 @@ class _Target:
         route = self.routes.get(id(host))
         if route is None:
             rule = self.rule
-            route = Route(host.address, host.port, cluster.name, rule.name, rule.span_path, rule.timeout)
+            route = Route(host.address, host.port, cluster.name, rule.name, rule.span_path, rule.timeout,
+                          cluster.limits)
             self.routes[id(host)] = route
         return route
 
@@ -138,6 +142,7 @@ class RuleRouter:
         self._exact: dict[str, list[_Rule]] = {}
         self._wildcards: list[tuple[str, list[_Rule]]] = []
         self._defaults: dict[str, _Target] = {}
+        self.limits: dict[str, ClusterLimits] = {}      # circuit breakers by cluster name, shared by its routes
         for vs in rules.virtual_services:
             compiled = [self._compile(vs, i, spec) for i, spec in enumerate(vs.http)]
             for host in vs.hosts:
@@ -182,7 +187,13 @@ class RuleRouter:
         def resolve(request_port: int) -> Cluster:
             port = dest.port or _service_port(se, request_port)
             hosts = _hosts(dest.host, se, port, labels)
-            return Cluster(f"outbound|{port}|{dest.subset}|{dest.host}", hosts, policy, rng)
+            name = f"outbound|{port}|{dest.subset}|{dest.host}"
+            limits = None
+            if policy is not None and policy.pool is not None:
+                limits = self.limits.get(name)
+                if limits is None:
+                    limits = self.limits[name] = ClusterLimits(name, policy.pool)
+            return Cluster(name, hosts, policy, rng, limits)
         resolve(dest.port or 80)        # fail now, not on the first request
         return resolve
 
@@ -276,6 +287,7 @@ class RuleRouter:
                                  "endpoints": [e.address for e in se.endpoints], "source": se.source}
                                 for se in self.rules.service_entries],
             "warnings": list(self.rules.warnings),
+            "circuit_breakers": {name: limits.describe() for name, limits in self.limits.items()},
         }
 
 

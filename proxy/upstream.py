@@ -34,8 +34,8 @@ class UpstreamUser(Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("closed", "codec", "got_response_bytes", "idle_since", "pool", "reused", "transport",
-                 "tunnel", "user")
+    __slots__ = ("closed", "codec", "got_response_bytes", "idle_since", "limits", "pool", "requests", "reused",
+                 "transport", "tunnel", "user")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -47,10 +47,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.got_response_bytes = False
         self.idle_since = 0.0
+        self.requests = 0               # requests lent for (maxRequestsPerConnection)
+        self.limits = pool.limits       # the breakers whose connection slot this holds until it closes
 
     # -- lending ---------------------------------------------------------------------------------------------
     def attach(self, user: UpstreamUser, head_request: bool) -> None:
         self.user = user
+        self.requests += 1
         self.codec.head_request = head_request
         self.got_response_bytes = False
 
@@ -122,6 +125,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.limits is not None:
+            limits = self.limits
+            self.limits = None
+            limits.connection_closed()
         user = self.user
         self.user = None
         if user is None:
