@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshtrace.integrations._base import log_failure
 from meshtrace.integrations._common import SUPPRESS_HTTP_KEY, TracerCache, host_and_port, is_suppressed
+from meshtrace.spans import set_clean_attributes, start_span
 
 __all__ = ["ClientTracer", "split_url"]
 
@@ -55,10 +56,11 @@ class _Call:
             span = self.span
             if span.is_recording():
                 if status_code >= 400:
-                    span.set_attributes({"http.response.status_code": status_code, "error.type": str(status_code)})
+                    set_clean_attributes(span, {"http.response.status_code": status_code,
+                                                "error.type": str(status_code)})
                     span.set_status(_ERROR)
                 else:
-                    span.set_attribute("http.response.status_code", status_code)
+                    set_clean_attributes(span, {"http.response.status_code": status_code})
             span.end()
         except Exception:
             log_failure(f"{self._client.library}.response")
@@ -99,7 +101,7 @@ class ClientTracer:
             attributes["server.address"] = address
         if port is not None:
             attributes["server.port"] = port
-        span = self.tracer.get().start_span(method, current, SpanKind.CLIENT, attributes)
+        span = start_span(self.tracer.get(), method, current, SpanKind.CLIENT, attributes)
         inner = otel_context.set_value(SUPPRESS_HTTP_KEY, True, trace.set_span_in_context(span, current))
         propagate.inject(headers, inner)
         return _Call(self, span, otel_context.attach(inner))

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from meshtrace.integrations._base import log_failure
 from meshtrace.integrations._common import TracerCache, host_and_port, is_suppressed
 from meshtrace.propagation import CaseInsensitiveGetter
+from meshtrace.spans import set_clean_attributes, start_span
 
 __all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse"]
 
@@ -125,11 +126,11 @@ class _Request:
             if span.is_recording():
                 if route is not None:
                     span.update_name(f"{self.method} {route}")
-                    span.set_attributes({"http.route": route, "http.response.status_code": code})
+                    set_clean_attributes(span, {"http.route": route, "http.response.status_code": code})
                 elif code:
-                    span.set_attribute("http.response.status_code", code)
+                    set_clean_attributes(span, {"http.response.status_code": code})
                 if code >= 500 and EXC_KEY not in self.environ:  # else the exception said it already
-                    span.set_attribute("error.type", str(code))
+                    set_clean_attributes(span, {"error.type": str(code)})
                     span.set_status(_ERROR)
             wrapper = self.environ.get("wsgi.file_wrapper")
             if isinstance(result, list) or (isinstance(wrapper, type) and isinstance(result, wrapper)):
@@ -311,7 +312,7 @@ class ServerTracer:
         # The snapshot is read with a case-insensitive getter, so a propagator asking for `X-Amzn-Trace-Id`
         # finds it as EnvironGetter would have.
         parent = textmap.extract(headers, current, _CASE_GETTER) if _may_carry_context(textmap, headers) else current
-        span = self.tracer.get().start_span(method, parent, SpanKind.SERVER, attributes)
+        span = start_span(self.tracer.get(), method, parent, SpanKind.SERVER, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         environ[SPAN_KEY] = span
         return _Request(self, environ, method, span, token, start_response)

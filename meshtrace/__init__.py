@@ -2,6 +2,17 @@
 
 from meshtrace._version import __version__
 from meshtrace.errors import ConfigError, MeshtraceError
+from meshtrace.spans import set_clean_attributes, start_span
 from meshtrace.tracing import configure, get_tracer, shutdown, stats
 
-__all__ = ["ConfigError", "MeshtraceError", "__version__", "configure", "get_tracer", "shutdown", "stats"]
+__all__ = [
+    "ConfigError",
+    "MeshtraceError",
+    "__version__",
+    "configure",
+    "get_tracer",
+    "set_clean_attributes",
+    "shutdown",
+    "start_span",
+    "stats",
+]

@@ -11,7 +11,6 @@ attributes from the finished `Hop` in one call and ends the span at the hop's ow
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context, create_key, get_value, set_value
@@ -20,6 +19,8 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+
+from meshtrace.spans import set_clean_attributes
 
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
@@ -84,22 +85,6 @@ def span_name(authority: str, default_port: int, route_path: str) -> str:
     if not sep or not port.isdigit():
         host, port = authority, str(default_port)
     return f"{host}:{port}{route_path}"
-
-
-def _set_clean_attributes(span: trace.Span, attributes: dict[str, str | int | bool]) -> None:
-    """`span.set_attributes(attributes)` for attributes known to be valid (str keys; str, int or bool values).
-
-    The SDK re-validates and copies every value under a lock, a third of a hop span's recording cost; these
-    values need none of it. With no limit in the way (attribute count, value length) they go straight into
-    the SDK span's attribute dict before it ends; anything else (another SDK, a limit set) takes the public path.
-    """
-    bounded: Any = getattr(span, "_attributes", None)
-    raw = getattr(bounded, "_dict", None)
-    if (type(raw) is dict and bounded.max_value_len is None and not bounded._immutable
-            and (bounded.maxlen is None or len(raw) + len(attributes) <= bounded.maxlen)):
-        raw.update(attributes)
-    else:
-        span.set_attributes(attributes)
 
 
 class HopTracer:
@@ -195,7 +180,7 @@ class HopTracer:
                 attributes["error"] = True
                 attributes["error.type"] = str(status) if status else (hop.response_flags or "no_response")
                 span.set_status(Status(StatusCode.ERROR, hop.response_flags if hop.response_flags != "-" else None))
-            _set_clean_attributes(span, attributes)
+            set_clean_attributes(span, attributes)
         span.end(end_time=end_ns)
 
     @staticmethod

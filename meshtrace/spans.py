@@ -1,0 +1,125 @@
+"""Cheaper span starts and attribute writes on the OpenTelemetry SDK, the public API being the fallback.
+
+Theory of operation. The SDK validates and copies every attribute value on its way into a span (a type walk
+and a lock per value: about 1 us each, more than half the cost of an instrumented request's span). The spans
+meshtrace makes carry a handful of plain `str`/`int`/`bool`/`float` values that need none of that, so:
+
+- `set_clean_attributes(span, attributes)` writes them straight into the SDK span's attribute dict when
+  nothing could tell the difference: every key a non-empty `str`, every value a plain scalar, the span an SDK
+  span still recording, no value-length limit, and the attribute-count limit not reached. Anything else
+  (another SDK, a limit in the way, a list value) takes `span.set_attributes`, which is always correct.
+- `start_span(tracer, ...)` starts the span without attributes and then writes them as above, but only when
+  no one could observe them missing at start: an SDK tracer whose sampler is one of the SDK's or meshtrace's
+  own (none of them reads attributes, and all return them unchanged) and whose span processors all ignore
+  `on_start`. A user's sampler or span processor gets them the public way, at start, as the SDK documents.
+  Either way the span is started with `record_exception=False, set_status_on_exception=False`: callers attach
+  the span's context themselves (no `use_span`) and record exceptions and status explicitly.
+
+The resulting span is an ordinary SDK span: exporters and processors see the same ReadableSpan as with
+`tracer.start_span(name, context, kind, attributes)`; tests/tracing/test_span_fast_path.py holds them equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, StaticSampler, TraceIdRatioBased
+from opentelemetry.util.types import AttributeValue
+
+from meshtrace.sampling import HintedSampler
+
+__all__ = ["set_clean_attributes", "start_span"]
+
+_PLAIN = frozenset({str, int, bool, float})
+#: `on_start` implementations known to ignore the span (the SDK's own processors and the base class).
+_QUIET_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
+_PARENT_BASED_CHILDREN = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
+                          "_local_parent_sampled", "_local_parent_not_sampled")
+
+
+def set_clean_attributes(span: trace.Span, attributes: Mapping[str, AttributeValue]) -> None:
+    """`span.set_attributes(attributes)`, skipping the SDK's per-value copy when nothing could tell."""
+    if not attributes:
+        return
+    bounded: Any = getattr(span, "_attributes", None)
+    raw = getattr(bounded, "_dict", None)
+    if type(raw) is dict and _fits(bounded, raw, attributes):
+        raw.update(attributes)
+    else:
+        span.set_attributes(attributes)
+
+
+def _fits(bounded: Any, raw: dict[str, Any], attributes: Mapping[str, AttributeValue]) -> bool:
+    try:
+        if bounded._immutable or bounded.max_value_len is not None:  # ended, or values to truncate
+            return False
+        maxlen = bounded.maxlen
+    except AttributeError:
+        return False
+    if maxlen is not None and len(raw) + len(attributes) > maxlen:
+        return False  # the SDK would evict and count: let it
+    plain = _PLAIN
+    return all(type(key) is str and key and type(value) in plain for key, value in attributes.items())
+
+
+def start_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
+    tracer: trace.Tracer,
+    name: str,
+    context: Context | None,
+    kind: trace.SpanKind,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    start_time: int | None = None,
+) -> trace.Span:
+    """`tracer.start_span(name, context, kind, attributes, start_time=start_time)`, cheaper on the SDK.
+
+    Exceptions are neither recorded nor turned into a status by the span itself (the caller does both).
+    """
+    if attributes and _attributes_may_follow(tracer):
+        span = tracer.start_span(name, context, kind, None, (), start_time, False, False)
+        set_clean_attributes(span, attributes)
+        return span
+    return tracer.start_span(name, context, kind, attributes, (), start_time, False, False)
+
+
+#: id(tracer) -> (tracer, sampler, processors tuple, verdict): recomputed when the tracer's processors change.
+_verdicts: dict[int, tuple[object, object, object, bool]] = {}
+_MAX_VERDICTS = 256
+
+
+def _attributes_may_follow(tracer: trace.Tracer) -> bool:
+    """True when no sampler or span processor of `tracer` could see attributes passed at start."""
+    if type(tracer) is not SdkTracer:
+        return False
+    sampler = tracer.sampler
+    processors = getattr(tracer.span_processor, "_span_processors", None)
+    cached = _verdicts.get(id(tracer))
+    if cached is not None and cached[0] is tracer and cached[1] is sampler and cached[2] is processors:
+        return cached[3]
+    verdict = processors is not None and _blind_sampler(sampler, 0) and all(
+        isinstance(processor, SpanProcessor) and type(processor).on_start in _QUIET_ON_START
+        for processor in processors)
+    if len(_verdicts) >= _MAX_VERDICTS:
+        _verdicts.clear()
+    _verdicts[id(tracer)] = (tracer, sampler, processors, verdict)
+    return verdict
+
+
+def _blind_sampler(sampler: object, depth: int) -> bool:
+    """The sampler neither reads the attributes nor changes them (exact types: a subclass might)."""
+    if depth > 8:
+        return False
+    kind = type(sampler)
+    if kind is StaticSampler or kind is TraceIdRatioBased:
+        return True
+    if kind is HintedSampler:
+        delegate: Sampler = sampler.delegate  # type: ignore[attr-defined]
+        return _blind_sampler(delegate, depth + 1)
+    if kind is ParentBased:
+        return all(_blind_sampler(getattr(sampler, child, None), depth + 1) for child in _PARENT_BASED_CHILDREN)
+    return False
