@@ -273,6 +273,13 @@ class Exchange:
         self.waiting = False
         self._attach(conn)
 
+    def _record_health(self, status: int) -> None:
+        """One try's outcome for outlier detection: a status, or 0 for a connect failure or reset."""
+        assert self.decision is not None
+        assert self.decision.route.health is not None
+        detector, host = self.decision.route.health
+        detector.record(host, status)
+
     def _release_limits(self, limits: ClusterLimits) -> None:
         if self.waiting:
             self.waiting = False
@@ -286,6 +293,8 @@ class Exchange:
             conn = await pool.connect()
         except UpstreamError as exc:
             if not self.finished:
+                if self.decision is not None and self.decision.route.health is not None:
+                    self._record_health(0)
                 if self.retry is not None and self.retry.connect_failure and self._retry_later():
                     return
                 self._exhausted()
@@ -431,6 +440,8 @@ class Exchange:
     def on_response_head(self, head: ResponseHead) -> None:
         self._cancel_timer()
         status = head.status
+        if self.decision is not None and self.decision.route.health is not None:
+            self._record_health(status)
         retry = self.retry
         if retry is not None and retry.retriable_status(status):
             if self._retry_later():
@@ -544,6 +555,8 @@ class Exchange:
                 self.retried = True
                 self._acquire()
                 return
+            if self.decision is not None and self.decision.route.health is not None:
+                self._record_health(0)
             if self.retry is not None and self.retry.reset and self._retry_later():
                 return
             self._exhausted()

@@ -14,7 +14,9 @@ import httptools
 from .codec import RequestHead
 
 if TYPE_CHECKING:
+    from .balancer import Host
     from .breaker import ClusterLimits
+    from .outlier import OutlierDetector
     from .policy import RoutePolicy
 
 __all__ = ["InboundRouter", "OutboundRouter", "Route", "RouteDecision", "Router", "origin_form", "split_authority"]
@@ -31,6 +33,7 @@ class Route:
     span_path: str = "/*"           # the path part of Istio's span name; `/*` for a catch-all route
     timeout: float | None = 15.0    # seconds to wait for the response head (Envoy's default route timeout)
     limits: ClusterLimits | None = None     # the cluster's circuit breakers (DestinationRule connectionPool)
+    health: tuple[OutlierDetector, Host] | None = None   # where each try's outcome is recorded (outlierDetection)
 
 
 @dataclass(frozen=True, slots=True)

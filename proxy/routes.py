@@ -12,6 +12,7 @@ no rule matches gets no route (404 `NR`). VirtualService `hosts` match the reque
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 from meshtrace import ConfigError
@@ -29,6 +30,7 @@ from .istio_config import (
     TrafficPolicy,
     VirtualService,
 )
+from .outlier import OutlierDetector
 from .policy import HeaderEdits, RoutePolicy, merge_edits
 from .retry import RetryPolicy
 from .router import OutboundRouter, Route, RouteDecision, origin_form, split_authority
@@ -41,20 +43,21 @@ __all__ = ["Cluster", "RuleRouter"]
 class Cluster:
     """The hosts of one `outbound|port|subset|host` cluster and how to choose among them."""
 
-    __slots__ = ("balancer", "hash_key", "hosts", "limits", "name", "policy")
+    __slots__ = ("balancer", "hash_key", "hosts", "limits", "name", "outlier", "policy")
 
-    def __init__(self, name: str, hosts: list[Host], policy: TrafficPolicy | None, rng: random.Random,
-                 limits: ClusterLimits | None = None) -> None:
+    def __init__(self, name: str, hosts: list[Host], policy: TrafficPolicy | None, rng: random.Random, *,
+                 limits: ClusterLimits | None = None, outlier: OutlierDetector | None = None) -> None:
         self.name = name
         self.hosts = hosts
         self.policy = policy
         self.limits = limits
+        self.outlier = outlier
         ch = policy.consistent_hash if policy is not None else None
         self.balancer: Balancer = make_balancer(policy.simple if policy else "ROUND_ROBIN", ch is not None, rng)
         self.hash_key = _hash_key(ch) if ch is not None else None
 
     def pick(self, view: RequestView, peer: str) -> Host | None:
-        hosts = self.hosts
+        hosts = self.hosts if self.outlier is None else self.outlier.healthy()
         if not hosts:
             return None
         if len(hosts) == 1:
@@ -106,7 +109,7 @@ class _Target:
         if route is None:
             rule = self.rule
             route = Route(host.address, host.port, cluster.name, rule.name, rule.span_path, rule.timeout,
-                          cluster.limits)
+                          cluster.limits, (cluster.outlier, host) if cluster.outlier is not None else None)
             self.routes[id(host)] = route
         return route
 
@@ -132,9 +135,11 @@ class RuleRouter:
     """`route(head, peer)` for the outbound listener from a RuleSet; ConfigError at build for dangling refs."""
 
     def __init__(self, rules: RuleSet, own: set[tuple[str, int]], *, rng: random.Random | None = None,
-                 fallback_timeout: float | None = 15.0) -> None:
+                 fallback_timeout: float | None = 15.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.rules = rules
         self.rng = rng or random.Random()
+        self.clock = clock
+        self.outliers: dict[str, OutlierDetector] = {}  # outlier detection by cluster name, shared by its routes
         self.own = own
         self.fallback = OutboundRouter(own, timeout=fallback_timeout)
         self._se = {host: se for se in rules.service_entries for host in se.hosts}
@@ -193,7 +198,13 @@ class RuleRouter:
                 limits = self.limits.get(name)
                 if limits is None:
                     limits = self.limits[name] = ClusterLimits(name, policy.pool)
-            return Cluster(name, hosts, policy, rng, limits)
+            outlier = None
+            if policy is not None and policy.outlier is not None:
+                outlier = self.outliers.get(name)
+                if outlier is None:
+                    outlier = self.outliers[name] = OutlierDetector(policy.outlier, hosts, self.clock)
+                hosts = outlier.hosts
+            return Cluster(name, hosts, policy, rng, limits=limits, outlier=outlier)
         resolve(dest.port or 80)        # fail now, not on the first request
         return resolve
 
@@ -288,6 +299,7 @@ class RuleRouter:
                                 for se in self.rules.service_entries],
             "warnings": list(self.rules.warnings),
             "circuit_breakers": {name: limits.describe() for name, limits in self.limits.items()},
+            "outlier_detection": {name: od.describe() for name, od in self.outliers.items()},
         }
 
 
