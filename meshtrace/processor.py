@@ -46,6 +46,9 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
         # Private SDK state, read defensively: without it we fall back to the SDK's own drop-oldest policy.
         self._queue: Sized | None = getattr(inner, "_queue", None)
         self._max_queue_size: int = int(getattr(inner, "_max_queue_size", 0))
+        # The SDK's enqueue, bound once (on_end re-checking `sampled` through super() costs a third of ours).
+        # Fork-safe: the SDK re-initialises that same object in the child (its queue is cleared, not replaced).
+        self._emit: Any = getattr(inner, "emit", None)
         if hasattr(os, "register_at_fork"):
             weak_self = weakref.ref(self)
 
@@ -64,14 +67,15 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
         if not (span.context and span.context.trace_flags.sampled):
             return
         queue = self._queue
-        if queue is None or self._max_queue_size <= 0:
+        emit = self._emit
+        if queue is None or emit is None or self._max_queue_size <= 0:
             super().on_end(span)
             return
         with self._enqueue_lock:
             if len(queue) >= self._max_queue_size:
                 counters.increment("spans_dropped")
                 return
-            super().on_end(span)
+            emit(span)
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         inner: Any = self._batch_processor
