@@ -726,7 +726,10 @@ def _unknown_destination(decision: RouteDecision | None) -> Workload:
     """A destination without a sidecar of its own: only its service (host) name is known, as in Istio."""
     if decision is None:
         return Workload()
-    host = decision.route.host
+    # The service is the host of the `outbound|port|subset|host` cluster (the VirtualService destination), not
+    # the endpoint address chosen inside it: a fault abort answered before any endpoint replied must still be
+    # counted against `reviews`, not against 127.0.0.1.
+    host = decision.route.cluster.rpartition("|")[2] or decision.route.host
     known = _UNKNOWN_BY_SERVICE.get(host)
     if known is None:
         known = Workload(service=host)

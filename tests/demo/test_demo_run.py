@@ -87,22 +87,11 @@ def test_split_and_faults(jaeger_run: tuple[str, dict[str, Any], list[Trace]]) -
 @pytest.mark.jaeger
 def test_graph_has_exactly_the_expected_edges(jaeger_run: tuple[str, dict[str, Any], list[Trace]]) -> None:
     _, summary, _ = jaeger_run
-    answered = {(src, dst) for src, dst, *_ in summary["edges"] if not dst.replace(".", "").isdigit()}
-    assert answered == EXPECTED_EDGES
+    # Fault aborts answered by the caller's sidecar count against the faulted service, so no address shows up.
+    assert {(src, dst) for src, dst, *_ in summary["edges"]} == EXPECTED_EDGES
     workloads = {(src, dst) for src, dst, *_ in summary["workload_edges"]}
     assert {("productpage-v1", f"reviews-{v}") for v in SPLIT} <= workloads
     assert ("reviews-v1", "ratings-v1") not in workloads
-
-
-@pytest.mark.jaeger
-@pytest.mark.xfail(strict=True, reason="the sidecar labels a fault abort with the endpoint IP as destination_service "
-                                       "instead of the VirtualService host (proxy/exchange.py _unknown_destination)")
-def test_fault_aborts_are_attributed_to_the_faulted_service(
-        jaeger_run: tuple[str, dict[str, Any], list[Trace]]) -> None:
-    _, summary, _ = jaeger_run
-    if not summary["rules"]:
-        pytest.fail("no rules: nothing to attribute")
-    assert {(src, dst) for src, dst, *_ in summary["edges"]} == EXPECTED_EDGES
 
 
 @pytest.mark.jaeger

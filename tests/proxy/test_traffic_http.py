@@ -128,6 +128,8 @@ def test_abort_and_delay_faults_with_flags(tmp_path: Path, apps: tuple[UpstreamS
         assert get(proxy, "/none")[0] == 404                      # named host, no rule matched: NR
         hops = proxy.wait_hops(4)
         assert [(h.status, h.response_flags) for h in hops] == [(418, "FI"), (200, "DI"), (200, "-"), (404, "NR")]
+        # An abort never reaches an endpoint: it is still the faulted service's request, not an address's.
+        assert hops[0].destination.service == "reviews"
     finally:
         proxy.close()
 
