@@ -37,6 +37,7 @@ from meshtrace.sampling import HintedSampler
 __all__ = ["set_clean_attributes", "start_span"]
 
 _PLAIN = frozenset({str, int, bool, float})
+_STR = frozenset({str})
 #: `on_start` implementations known to ignore the span (the SDK's own processors and the base class).
 _QUIET_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
 _PARENT_BASED_CHILDREN = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
@@ -64,11 +65,9 @@ def _fits(bounded: Any, raw: dict[str, Any], attributes: Mapping[str, AttributeV
         return False
     if maxlen is not None and len(raw) + len(attributes) > maxlen:
         return False  # the SDK would evict and count: let it
-    plain = _PLAIN
-    for key, value in attributes.items():  # noqa: SIM110  (all() over a generator costs 1.5x here)
-        if type(key) is not str or not key or type(value) not in plain:
-            return False
-    return True
+    # Type checks as C loops over map(type, ...): a third of a Python loop's cost on a 20-attribute hop span.
+    return "" not in attributes and _STR.issuperset(map(type, attributes)) and _PLAIN.issuperset(
+        map(type, attributes.values()))
 
 
 def start_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
