@@ -147,6 +147,50 @@ def test_two_services_through_headers_make_one_trace(jaeger: Jaeger, tmp_path: P
         {"refType": "CHILD_OF", "traceID": caller["trace_id"], "spanID": caller["span_id"]}]
 
 
+FORMAT_HEADERS = {
+    "tracecontext": {"traceparent"},
+    "b3multi": {"x-b3-traceid", "x-b3-spanid", "x-b3-sampled"},
+    "b3": {"b3"},
+    "jaeger": {"uber-trace-id"},
+    "ottrace": {"ot-tracer-traceid", "ot-tracer-spanid", "ot-tracer-sampled"},
+}
+
+
+@pytest.mark.parametrize("header_format", sorted(FORMAT_HEADERS))
+def test_each_header_format_alone_keeps_one_trace(jaeger: Jaeger, tmp_path: Path, header_format: str) -> None:
+    """A caller that speaks only one format still hands its trace to the next service, in Jaeger."""
+    caller = run_scenario(tmp_path, """
+        import json, sys, meshtrace
+        from opentelemetry import propagate
+        from opentelemetry.trace import SpanKind
+        meshtrace.configure("fmt-caller-" + sys.argv[2], endpoint=sys.argv[1], propagators=[sys.argv[2]])
+        with meshtrace.get_tracer("t").start_as_current_span("call", kind=SpanKind.CLIENT) as span:
+            headers = {}
+            propagate.inject(headers)
+        meshtrace.shutdown()
+        print(json.dumps({"headers": headers, "trace_id": format(span.get_span_context().trace_id, "032x"),
+                          "span_id": format(span.get_span_context().span_id, "016x")}))
+    """, jaeger.otlp_endpoint, header_format)
+    trace_headers = {name for name in caller["headers"] if name != "x-request-id"}
+    assert trace_headers == FORMAT_HEADERS[header_format]
+    run_scenario(tmp_path, """
+        import json, sys, meshtrace
+        from opentelemetry import propagate
+        from opentelemetry.trace import SpanKind
+        meshtrace.configure("fmt-callee-" + sys.argv[3], endpoint=sys.argv[1])
+        context = propagate.extract(json.loads(sys.argv[2]))
+        with meshtrace.get_tracer("t").start_as_current_span("handle", context=context, kind=SpanKind.SERVER):
+            pass
+        meshtrace.shutdown()
+        print("{}")
+    """, jaeger.otlp_endpoint, json.dumps(caller["headers"]), header_format)
+    trace = jaeger.wait_for_trace(caller["trace_id"], min_spans=2)
+    spans = {span["operationName"]: span for span in trace["spans"]}
+    assert trace["processes"][spans["handle"]["processID"]]["serviceName"] == f"fmt-callee-{header_format}"
+    assert spans["handle"]["references"] == [
+        {"refType": "CHILD_OF", "traceID": caller["trace_id"], "spanID": caller["span_id"]}]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_forked_workers_export_over_otlp(jaeger: Jaeger, tmp_path: Path) -> None:
     """Pre-fork: the parent configures and exports first (a pooled connection exists), then workers fork."""
