@@ -98,8 +98,9 @@ def _attributes_may_follow(tracer: trace.Tracer) -> bool:
     """True when no sampler or span processor of `tracer` could see attributes passed at start."""
     if type(tracer) is not SdkTracer:
         return False
-    sampler = tracer.sampler
-    processors = getattr(tracer.span_processor, "_span_processors", None)
+    # Read defensively: a future SDK may rename these, and then the public path is the only right one.
+    sampler = getattr(tracer, "sampler", None)
+    processors = getattr(getattr(tracer, "span_processor", None), "_span_processors", None)
     cached = _verdicts.get(id(tracer))
     if cached is not None and cached[0] is tracer and cached[1] is sampler and cached[2] is processors:
         return cached[3]

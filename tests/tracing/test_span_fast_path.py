@@ -35,6 +35,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 import meshtrace
 from meshtrace import spans
 from meshtrace.integrations import flask as mt_flask
+from meshtrace.processor import DroppingBatchSpanProcessor
 from meshtrace.sampling import HintedSampler
 
 SERVER_ATTRIBUTES: dict[str, AttributeValue] = {
@@ -253,9 +254,10 @@ def test_processor_added_later_turns_the_fast_path_off() -> None:
     assert recorder.at_start == [{"a": 1}]
 
 
-def test_batch_processor_keeps_the_fast_path() -> None:
-    provider, _, _ = provider_with()()
+def test_batch_processors_keep_the_fast_path() -> None:
+    provider, _, _ = provider_with(HintedSampler(ParentBased(ALWAYS_ON)))()  # as meshtrace.configure() builds it
     provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+    provider.add_span_processor(DroppingBatchSpanProcessor(InMemorySpanExporter()))
     assert spans._attributes_may_follow(provider.get_tracer("t"))
     provider.shutdown()
 
