@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
@@ -26,8 +26,10 @@ from meshtrace.propagation._getter import CaseInsensitiveGetter, values_of
 __all__ = [
     "SAMPLED",
     "Extracted",
+    "FormatPropagator",
     "Headers",
     "Outgoing",
+    "apply_found",
     "emit",
     "header_token",
     "remote_context",
@@ -231,3 +233,45 @@ class Outgoing(NamedTuple):
 def emit(carrier: Any, setter: textmap.Setter[Any], pairs: Iterator[tuple[str, str]]) -> None:
     for name, value in pairs:
         setter.set(carrier, name, value)
+
+
+class FormatPropagator(textmap.TextMapPropagator):
+    """One header format as an OpenTelemetry propagator; a format says only how it reads and what it writes.
+
+    The OTel plumbing (carrier and getter wrapping, the context snapshot, the setter loop) is the same for every
+    format, so it lives here once and each format module stays about its own header grammar.
+    """
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def read(self, headers: Headers, context: Context) -> Context:
+        """The context with whatever this format found in `headers` applied (unchanged when nothing valid)."""
+        raise NotImplementedError
+
+    def write(self, out: Outgoing) -> Iterator[tuple[str, str]]:
+        """The (header, value) pairs this format sends for the context snapshot `out`."""
+        raise NotImplementedError
+
+    def extract(
+        self,
+        carrier: textmap.CarrierT,
+        context: Context | None = None,
+        getter: textmap.Getter[textmap.CarrierT] | None = None,
+    ) -> Context:
+        return self.read(Headers(carrier, getter), Context() if context is None else context)
+
+    def inject(
+        self,
+        carrier: textmap.CarrierT,
+        context: Context | None = None,
+        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
+    ) -> None:
+        emit(carrier, setter, self.write(Outgoing.of(context)))
+
+    @property
+    def fields(self) -> set[str]:
+        return set(self.FIELDS)
+
+
+def apply_found(found: Extracted | None, context: Context) -> Context:
+    return context if found is None else found.apply(context)

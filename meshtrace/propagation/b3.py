@@ -7,9 +7,15 @@ from collections.abc import Iterator
 from typing import Final
 
 from opentelemetry.context import Context
-from opentelemetry.propagators import textmap
 
-from meshtrace.propagation._common import Extracted, Headers, Outgoing, emit, remote_context
+from meshtrace.propagation._common import (
+    Extracted,
+    FormatPropagator,
+    Headers,
+    Outgoing,
+    apply_found,
+    remote_context,
+)
 
 __all__ = ["B3MultiPropagator", "B3SinglePropagator"]
 
@@ -133,45 +139,24 @@ def render_single(out: Outgoing) -> Iterator[tuple[str, str]]:
         yield SINGLE, "1" if out.sampling_hint else "0"
 
 
-class _B3Base(textmap.TextMapPropagator):
-    def extract(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        getter: textmap.Getter[textmap.CarrierT] | None = None,
-    ) -> Context:
-        context = Context() if context is None else context
-        found = parse(Headers(carrier, getter))
-        return context if found is None else found.apply(context)
+class _B3Base(FormatPropagator):
+    def read(self, headers: Headers, context: Context) -> Context:
+        return apply_found(parse(headers), context)
 
 
 class B3MultiPropagator(_B3Base):
     """Reads `b3` then `X-B3-*`; writes `X-B3-*` (ParentSpanId when known, `X-B3-Flags: 1` for debug)."""
 
-    def inject(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
-    ) -> None:
-        emit(carrier, setter, render_multi(Outgoing.of(context)))
+    FIELDS = frozenset({TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS})
 
-    @property
-    def fields(self) -> set[str]:
-        return {TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS}
+    def write(self, out: Outgoing) -> Iterator[tuple[str, str]]:
+        return render_multi(out)
 
 
 class B3SinglePropagator(_B3Base):
     """Reads `b3` then `X-B3-*`; writes `b3: trace-span[-1|0|d[-parent]]` (or a bare state)."""
 
-    def inject(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
-    ) -> None:
-        emit(carrier, setter, render_single(Outgoing.of(context)))
+    FIELDS = frozenset({SINGLE})
 
-    @property
-    def fields(self) -> set[str]:
-        return {SINGLE}
+    def write(self, out: Outgoing) -> Iterator[tuple[str, str]]:
+        return render_single(out)

@@ -9,9 +9,8 @@ from urllib.parse import quote, unquote
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context, create_key, get_value, set_value
-from opentelemetry.propagators import textmap
 
-from meshtrace.propagation._common import Headers, Outgoing, emit
+from meshtrace.propagation._common import FormatPropagator, Headers, Outgoing
 
 __all__ = ["BaggagePropagator"]
 
@@ -119,25 +118,13 @@ def render(out: Outgoing) -> Iterator[tuple[str, str]]:
         yield HEADER, ",".join(members)
 
 
-class BaggagePropagator(textmap.TextMapPropagator):
+class BaggagePropagator(FormatPropagator):
     """`baggage: k=v;prop,k2=v2` (at most 180 members and 8192 bytes; invalid members are skipped)."""
 
-    def extract(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        getter: textmap.Getter[textmap.CarrierT] | None = None,
-    ) -> Context:
-        return extract(Headers(carrier, getter), Context() if context is None else context)
+    FIELDS = frozenset({HEADER})
 
-    def inject(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
-    ) -> None:
-        emit(carrier, setter, render(Outgoing.of(context)))
+    def read(self, headers: Headers, context: Context) -> Context:
+        return extract(headers, context)
 
-    @property
-    def fields(self) -> set[str]:
-        return {HEADER}
+    def write(self, out: Outgoing) -> Iterator[tuple[str, str]]:
+        return render(out)

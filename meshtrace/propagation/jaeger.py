@@ -9,10 +9,16 @@ from urllib.parse import quote, unquote
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context
-from opentelemetry.propagators import textmap
 
 from meshtrace.propagation import _prefixed
-from meshtrace.propagation._common import Extracted, Headers, Outgoing, emit, remote_context
+from meshtrace.propagation._common import (
+    Extracted,
+    FormatPropagator,
+    Headers,
+    Outgoing,
+    apply_found,
+    remote_context,
+)
 
 __all__ = ["JaegerPropagator"]
 
@@ -75,30 +81,13 @@ def render_baggage(out: Outgoing) -> Iterator[tuple[str, str]]:
     return _prefixed.render(BAGGAGE_PREFIX, out.baggage, _encode)
 
 
-class JaegerPropagator(textmap.TextMapPropagator):
+class JaegerPropagator(FormatPropagator):
     """`uber-trace-id: trace:span:parent:flags` (0x01 sampled, 0x02 debug) plus `uberctx-` baggage."""
 
-    def extract(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        getter: textmap.Getter[textmap.CarrierT] | None = None,
-    ) -> Context:
-        context = Context() if context is None else context
-        headers = Headers(carrier, getter)
-        found = parse(headers)
-        if found is not None:
-            context = found.apply(context)
-        return extract_baggage(headers, context)
+    FIELDS = frozenset({TRACE_HEADER})
 
-    def inject(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
-    ) -> None:
-        emit(carrier, setter, render(Outgoing.of(context)))
+    def read(self, headers: Headers, context: Context) -> Context:
+        return extract_baggage(headers, apply_found(parse(headers), context))
 
-    @property
-    def fields(self) -> set[str]:
-        return {TRACE_HEADER}
+    def write(self, out: Outgoing) -> Iterator[tuple[str, str]]:
+        return render(out)

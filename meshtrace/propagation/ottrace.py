@@ -8,10 +8,17 @@ from typing import Final
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context
-from opentelemetry.propagators import textmap
 
 from meshtrace.propagation import _prefixed
-from meshtrace.propagation._common import Extracted, Headers, Outgoing, emit, remote_context, visible_value
+from meshtrace.propagation._common import (
+    Extracted,
+    FormatPropagator,
+    Headers,
+    Outgoing,
+    apply_found,
+    remote_context,
+    visible_value,
+)
 
 __all__ = ["OTTracePropagator"]
 
@@ -76,30 +83,13 @@ def render_baggage(out: Outgoing) -> Iterator[tuple[str, str]]:
     return _prefixed.render(BAGGAGE_PREFIX, out.baggage, _encode)
 
 
-class OTTracePropagator(textmap.TextMapPropagator):
+class OTTracePropagator(FormatPropagator):
     """`ot-tracer-traceid`/`-spanid`/`-sampled` plus `ot-baggage-` baggage."""
 
-    def extract(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        getter: textmap.Getter[textmap.CarrierT] | None = None,
-    ) -> Context:
-        context = Context() if context is None else context
-        headers = Headers(carrier, getter)
-        found = parse(headers)
-        if found is not None:
-            context = found.apply(context)
-        return extract_baggage(headers, context)
+    FIELDS = frozenset({TRACE_ID, SPAN_ID, SAMPLED})
 
-    def inject(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
-    ) -> None:
-        emit(carrier, setter, render(Outgoing.of(context)))
+    def read(self, headers: Headers, context: Context) -> Context:
+        return extract_baggage(headers, apply_found(parse(headers), context))
 
-    @property
-    def fields(self) -> set[str]:
-        return {TRACE_ID, SPAN_ID, SAMPLED}
+    def write(self, out: Outgoing) -> Iterator[tuple[str, str]]:
+        return render(out)

@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from typing import Final
 
 from opentelemetry.context import Context
-from opentelemetry.propagators import textmap
 
-from meshtrace.propagation._common import Headers, Outgoing, emit, visible_value
+from meshtrace.propagation._common import FormatPropagator, Headers, Outgoing, visible_value
 from meshtrace.propagation._context import get_request_id, set_request_id
 
 __all__ = ["RequestIdPropagator"]
@@ -37,25 +36,13 @@ def render(out: Outgoing) -> Iterator[tuple[str, str]]:
         yield HEADER, request_id
 
 
-class RequestIdPropagator(textmap.TextMapPropagator):
+class RequestIdPropagator(FormatPropagator):
     """`x-request-id` in, the same `x-request-id` out."""
 
-    def extract(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        getter: textmap.Getter[textmap.CarrierT] | None = None,
-    ) -> Context:
-        return extract(Headers(carrier, getter), Context() if context is None else context)
+    FIELDS = frozenset({HEADER})
 
-    def inject(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
-    ) -> None:
-        emit(carrier, setter, render(Outgoing.of(context)))
+    def read(self, headers: Headers, context: Context) -> Context:
+        return extract(headers, context)
 
-    @property
-    def fields(self) -> set[str]:
-        return {HEADER}
+    def write(self, out: Outgoing) -> Iterator[tuple[str, str]]:
+        return render(out)

@@ -7,10 +7,16 @@ from collections.abc import Iterator
 from typing import Final
 
 from opentelemetry.context import Context
-from opentelemetry.propagators import textmap
 from opentelemetry.trace import TraceState
 
-from meshtrace.propagation._common import Extracted, Headers, Outgoing, emit, remote_context
+from meshtrace.propagation._common import (
+    Extracted,
+    FormatPropagator,
+    Headers,
+    Outgoing,
+    apply_found,
+    remote_context,
+)
 
 __all__ = ["TraceContextPropagator"]
 
@@ -89,27 +95,13 @@ def render(out: Outgoing) -> Iterator[tuple[str, str]]:
         yield TRACESTATE, sc.trace_state.to_header()
 
 
-class TraceContextPropagator(textmap.TextMapPropagator):
+class TraceContextPropagator(FormatPropagator):
     """`traceparent` / `tracestate`: invalid input is ignored, an invalid tracestate alone is dropped."""
 
-    def extract(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        getter: textmap.Getter[textmap.CarrierT] | None = None,
-    ) -> Context:
-        context = Context() if context is None else context
-        found = parse(Headers(carrier, getter))
-        return context if found is None else found.apply(context)
+    FIELDS = frozenset({TRACEPARENT, TRACESTATE})
 
-    def inject(
-        self,
-        carrier: textmap.CarrierT,
-        context: Context | None = None,
-        setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
-    ) -> None:
-        emit(carrier, setter, render(Outgoing.of(context)))
+    def read(self, headers: Headers, context: Context) -> Context:
+        return apply_found(parse(headers), context)
 
-    @property
-    def fields(self) -> set[str]:
-        return {TRACEPARENT, TRACESTATE}
+    def write(self, out: Outgoing) -> Iterator[tuple[str, str]]:
+        return render(out)
