@@ -30,6 +30,7 @@ from .codec import RequestHead, ResponseHead, encode_request_head, encode_respon
 from .errors import UpstreamError
 from .headers import HOP_BY_HOP, Headers, connection_tokens
 from .hop import Hop, Workload
+from .mirror import send_mirror
 from .peer import decode_peer
 from .pool import ConnectionPool
 from .retry import RetryPolicy
@@ -72,6 +73,7 @@ class Exchange:
         "kept",
         "kept_size",
         "limits",
+        "mirror_out",
         "out_head",
         "pending",
         "pending_size",
@@ -144,6 +146,7 @@ class Exchange:
         self.limits: ClusterLimits | None = None    # the cluster's circuit breakers, when its rule sets any
         self.retry_slot = False                     # holds one of the cluster's maxRetries
         self.waiting = False                        # queued for a connection (http1MaxPendingRequests)
+        self.mirror_out: Headers | None = None      # headers for the mirror copy, until it is sent
 
     # -- request side ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -187,6 +190,13 @@ class Exchange:
             if self.pending_size <= KEEP_LIMIT:
                 self.kept = list(self.pending)
                 self.kept_size = self.pending_size
+        # A mirror copy needs the whole body too: the same 64 KiB rule as retries (a bigger body is not mirrored).
+        mirror = policy.mirror if policy is not None and not head.upgrade else None
+        if mirror is not None and mirror.wanted() and (self.kept is not None or self.pending_size <= KEEP_LIMIT):
+            if self.kept is None:
+                self.kept = list(self.pending)
+                self.kept_size = self.pending_size
+            self.mirror_out = []
 
         drop = ctx.request_drop
         connection = hmap.get(b"connection")
@@ -203,6 +213,8 @@ class Exchange:
             out.append((b"x-request-id", self.request_id))
         if not ctx.inbound:
             out.append((ctx.peer_header, ctx.peer_value))
+        if self.mirror_out is not None:
+            self.mirror_out = list(out)
         if self._span is not None and self._trace_context is not None and tracer is not None:
             tracer.inject(self._span, self._trace_context, out)
         if head.upgrade:
@@ -218,6 +230,8 @@ class Exchange:
             self.limits = limits
             self.pool = ctx.pools.get_limited(route.host, route.port, limits)
         self.upstream_address = self.pool.address
+        if self.mirror_out is not None and self.request_done:
+            self._send_mirror()
         if policy is not None and policy.fault is not None:
             fault = policy.fault.decide()
             if fault.delay is not None:
@@ -421,8 +435,22 @@ class Exchange:
             if self.pending_size > self.ctx.limits.max_pending_body:
                 self.conn.pause(self.conn.PAUSE_PENDING)
 
+    def _send_mirror(self) -> None:
+        """The whole request is here: fire its copy (if its body was small enough to keep) and forget it."""
+        headers = self.mirror_out
+        self.mirror_out = None
+        decision = self.decision
+        if headers is None or decision is None or decision.policy is None or decision.policy.mirror is None:
+            return
+        if self.kept is None:
+            return          # the body outgrew KEEP_LIMIT while it arrived: no copy
+        send_mirror(decision.policy.mirror, self.head.method, decision.target, self.authority, headers,
+                    list(self.kept), tracer=self.ctx.tracer, parent=self._span, parent_context=self._trace_context)
+
     def on_request_end(self) -> None:
         self.request_done = True
+        if self.mirror_out is not None and self.started:
+            self._send_mirror()
         up = self.upstream
         if up is not None and not self.finished:
             if self.head.chunked:

@@ -477,8 +477,6 @@ def _http_route(doc: _Doc, node: yaml.Node, path: str) -> HttpRoute:
         kw["fault"] = _fault(doc, *f["fault"])
     if "mirror" in f:
         kw["mirror"] = _destination(doc, *f["mirror"])
-        # Parsed and validated, but no copy is sent yet: reported, never silently ignored.
-        doc.warn(f["mirror"][0], f["mirror"][1], "mirroring is not implemented by meshtrace yet, ignored")
     if "mirrorPercentage" in f:
         kw["mirror_percent"] = doc.percent(*f["mirrorPercentage"])
     return HttpRoute(**kw)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from .fault import FaultPolicy
 from .headers import Headers
 from .istio_config import HeaderOps
+from .mirror import MirrorPolicy
 from .retry import RetryPolicy
 
 __all__ = ["HeaderEdits", "RoutePolicy", "merge_edits"]
@@ -58,3 +59,4 @@ class RoutePolicy:
     fault: FaultPolicy | None = None
     retries: RetryPolicy | None = None
     rule: str = ""                      # the VirtualService rule's origin, for logs
+    mirror: MirrorPolicy | None = None  # `mirror` + `mirrorPercentage`: a shadow copy of the request

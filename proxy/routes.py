@@ -30,6 +30,7 @@ from .istio_config import (
     TrafficPolicy,
     VirtualService,
 )
+from .mirror import MirrorPolicy
 from .outlier import OutlierDetector
 from .policy import HeaderEdits, RoutePolicy, merge_edits
 from .retry import RetryPolicy
@@ -166,11 +167,17 @@ class RuleRouter:
                    if spec.fault is None and spec.retries is not None and spec.retries.attempts else None)
         request = HeaderEdits.of(spec.request_headers)
         response = HeaderEdits.of(spec.response_headers)
+        mirror = None
+        if spec.mirror is not None:
+            resolve_mirror = self._resolver(spec.mirror, spec.source)
+            cluster = resolve_mirror(spec.mirror.port or 80)
+            empty = RequestView(b"GET", b"/", b"", b"", b"http", {})
+            mirror = MirrorPolicy(lambda: cluster.pick(empty, ""), cluster.name, spec.mirror_percent, self.rng)
         targets = []
         for rd in spec.route:
             policy = RoutePolicy(merge_edits(request, HeaderEdits.of(rd.request_headers)),
                                  merge_edits(response, HeaderEdits.of(rd.response_headers)), fault, retries,
-                                 spec.source)
+                                 spec.source, mirror)
             targets.append(_Target(rule, policy, self._resolver(rd.destination, spec.source)))
         rule.split = WeightedChoice(targets, [rd.weight for rd in spec.route], self.rng)
         return rule

@@ -130,8 +130,6 @@ def test_unsupported_istio_fields_are_warnings_naming_file_line_and_field() -> N
     assert rules.warnings == (
         "good.yaml, line 6, field 'spec.gateways': document 1 (VirtualService reviews): "
         "not supported by meshtrace, ignored",
-        "good.yaml, line 26, field 'spec.http[0].mirror': document 1 (VirtualService reviews): "
-        "mirroring is not implemented by meshtrace yet, ignored",
         "good.yaml, line 43, field 'spec.trafficPolicy.tls': document 2 (DestinationRule reviews): "
         "not supported by meshtrace, ignored",
     )
