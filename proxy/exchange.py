@@ -38,6 +38,7 @@ from .router import RouteDecision, split_authority
 from .upstream import UpstreamConnection
 
 if TYPE_CHECKING:
+    from .balancer import Host
     from .breaker import ClusterLimits
     from .connection import DownstreamConnection
 
@@ -63,6 +64,7 @@ class Exchange:
         "_trace_context",
         "authority",
         "conn",
+        "counted",
         "ctx",
         "decision",
         "destination",
@@ -146,6 +148,7 @@ class Exchange:
         self.limits: ClusterLimits | None = None    # the cluster's circuit breakers, when its rule sets any
         self.retry_slot = False                     # holds one of the cluster's maxRetries
         self.waiting = False                        # queued for a connection (http1MaxPendingRequests)
+        self.counted: Host | None = None            # the host whose in-flight count holds this request
         self.mirror_out: Headers | None = None      # headers for the mirror copy, until it is sent
 
     # -- request side ------------------------------------------------------------------------------------------
@@ -325,6 +328,11 @@ class Exchange:
 
     def _attach(self, up: UpstreamConnection) -> None:
         self.upstream = up
+        if self.counted is None and self.decision is not None:
+            endpoint = self.decision.route.endpoint
+            if endpoint is not None:            # in flight on its host until it finishes (LEAST_REQUEST)
+                endpoint.active += 1
+                self.counted = endpoint
         up.attach(self, self.head.method == b"HEAD")
         conn = self.conn
         if conn.write_paused:
@@ -683,6 +691,10 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        counted = self.counted
+        if counted is not None:
+            self.counted = None
+            counted.active -= 1
         self._cancel_timer()
         if self._deadline is not None:
             self._cancel_deadline()

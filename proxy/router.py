@@ -34,6 +34,7 @@ class Route:
     timeout: float | None = 15.0    # seconds to wait for the response head (Envoy's default route timeout)
     limits: ClusterLimits | None = None     # the cluster's circuit breakers (DestinationRule connectionPool)
     health: tuple[OutlierDetector, Host] | None = None   # where each try's outcome is recorded (outlierDetection)
+    endpoint: Host | None = None    # the rule cluster's host: its in-flight count is what LEAST_REQUEST reads
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,7 +110,7 @@ class _Target:
         if route is None:
             rule = self.rule
             route = Route(host.address, host.port, cluster.name, rule.name, rule.span_path, rule.timeout,
-                          cluster.limits, (cluster.outlier, host) if cluster.outlier is not None else None)
+                          cluster.limits, (cluster.outlier, host) if cluster.outlier is not None else None, host)
             self.routes[id(host)] = route
         return route
 
