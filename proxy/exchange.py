@@ -26,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from . import flags, localreply
+from .attempt_span import end_attempt, start_attempt
 from .codec import RequestHead, ResponseHead, encode_request_head, encode_response_head
 from .errors import UpstreamError
 from .headers import HOP_BY_HOP, Headers, connection_tokens
@@ -57,6 +58,7 @@ KEEP_LIMIT = 64 * 1024      # request body bytes kept for retries; a bigger body
 
 class Exchange:
     __slots__ = (
+        "_attempt",
         "_deadline",
         "_out",
         "_span",
@@ -148,6 +150,7 @@ class Exchange:
         self.limits: ClusterLimits | None = None    # the cluster's circuit breakers, when its rule sets any
         self.retry_slot = False                     # holds one of the cluster's maxRetries
         self.waiting = False                        # queued for a connection (http1MaxPendingRequests)
+        self._attempt: trace.Span | None = None     # the current try's CLIENT span (routes with retries)
         self.counted: Host | None = None            # the host whose in-flight count holds this request
         self.mirror_out: Headers | None = None      # headers for the mirror copy, until it is sent
 
@@ -262,6 +265,8 @@ class Exchange:
         assert self.pool is not None
         self.tries += 1
         self.upstream_ns = time.perf_counter_ns()
+        if self.retry is not None and self._span is not None and self._span.is_recording():
+            self._start_attempt()
         conn = self.pool.acquire_idle()
         if conn is not None:
             self._attach(conn)
@@ -312,7 +317,7 @@ class Exchange:
             if not self.finished:
                 if self.decision is not None and self.decision.route.health is not None:
                     self._record_health(0)
-                if self.retry is not None and self.retry.connect_failure and self._retry_later():
+                if self.retry is not None and self.retry.connect_failure and self._retry_later(0, exc.flag):
                     return
                 self._exhausted()
                 self.local_reply(503, exc.flag, exc.reason)
@@ -376,7 +381,24 @@ class Exchange:
     # before any response byte went downstream, reset, connect failure, per-try timeout) drops its upstream
     # connection, re-queues the kept body as pending, and re-acquires after a jittered backoff; the route
     # timeout (`_deadline`) runs from the first try's request end and covers all tries.
-    def _retry_later(self) -> bool:
+    def _start_attempt(self) -> None:
+        if self._attempt is not None:
+            end_attempt(self._attempt, 0, "superseded")
+        tracer = self.ctx.tracer
+        decision = self.decision
+        span = self._span
+        assert span is not None
+        name = decision.route.cluster if decision is not None else "upstream"
+        self._attempt = start_attempt(tracer.tracer if tracer is not None else None, span, self._trace_context,
+                                      name, self.tries, self.upstream_address)
+
+    def _end_attempt(self, status: int, error: str = "") -> None:
+        attempt = self._attempt
+        if attempt is not None:
+            self._attempt = None
+            end_attempt(attempt, status, error)
+
+    def _retry_later(self, status: int = 0, error: str = "") -> bool:
         """Schedule another try if the policy, the budget and the kept body allow; True when scheduled."""
         retry = self.retry
         if retry is None or self.kept is None or self.finished or self.tries > retry.attempts:
@@ -387,6 +409,7 @@ class Exchange:
                 self.flags.append(flags.UO)     # maxRetries: no retry, the failed try's answer goes out
                 return False
             self.retry_slot = True
+        self._end_attempt(status, error)
         self._cancel_timer()
         up = self.upstream
         self.upstream = None
@@ -480,7 +503,7 @@ class Exchange:
             self._record_health(status)
         retry = self.retry
         if retry is not None and retry.retriable_status(status):
-            if self._retry_later():
+            if self._retry_later(status):
                 return
             self._exhausted()
         if self._deadline is not None:
@@ -593,7 +616,7 @@ class Exchange:
                 return
             if self.decision is not None and self.decision.route.health is not None:
                 self._record_health(0)
-            if self.retry is not None and self.retry.reset and self._retry_later():
+            if self.retry is not None and self.retry.reset and self._retry_later(0, flags.UC):
                 return
             self._exhausted()
             self.local_reply(503, flags.UC, localreply.reset_before_headers(localreply.CONNECTION_TERMINATION))
@@ -609,7 +632,7 @@ class Exchange:
         if self.finished:
             return
         if self.retry is not None and not self.response_started:
-            if self._retry_later():
+            if self._retry_later(0, flags.UT):
                 return
             self._exhausted()
         up = self.upstream
@@ -700,6 +723,8 @@ class Exchange:
             self._cancel_deadline()
         if self.limits is not None:
             self._release_limits(self.limits)
+        if self._attempt is not None:
+            self._end_attempt(self.status, flags.join(self.flags) if self.flags else "")
         end_ns = time.time_ns()
         try:
             self._report(end_ns)
