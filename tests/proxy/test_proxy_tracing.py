@@ -118,14 +118,19 @@ def test_sampling_percentage_incoming_decision_and_force(upstream: UpstreamServe
     traced = Traced(percent=0)
     proxy = traced.sidecar(upstream.port)
     try:
+        # The client can read its response before the proxy's loop ends the hop; the hop is reported after its
+        # span ends, so waiting for the hop makes each span count below exact rather than a race.
         _, seen = _get(proxy.port())
         assert not _sampled(seen["headers"]["traceparent"])      # not sampled, still propagated
+        assert len(proxy.wait_hops(1)) == 1
         assert traced.spans() == ()
         _get(proxy.port(), headers={"traceparent": f"00-{TRACE}-{PARENT}-01"})
+        assert len(proxy.wait_hops(2)) == 2
         assert len(traced.spans()) == 1                              # an upstream decision wins
         _, seen = _get(proxy.port(), headers={"x-envoy-force-trace": "true"})
         assert _sampled(seen["headers"]["traceparent"])
         _get(proxy.port(), headers={"x-client-trace-id": "abc"})
+        assert len(proxy.wait_hops(4)) == 4
         assert len(traced.spans()) == 3
     finally:
         proxy.close()
