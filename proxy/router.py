@@ -68,6 +68,31 @@ def split_authority(authority: bytes, default_port: int = 80) -> tuple[str, int]
     return host.lower(), int(port_text)
 
 
+def outbound_target(head: RequestHead, own: set[tuple[str, int]]
+                    ) -> tuple[bytes, bytes, bool, tuple[str, int]] | None:
+    """Where an outbound request goes: (origin-form target, authority, Host rewritten?, (host, port)).
+
+    Origin-form requests go where their Host says; absolute-form ones (the app uses us as HTTP_PROXY) where their
+    URL says, with that authority replacing Host. None for anything else, including a request aimed at one of our
+    own listeners, which would loop.
+    """
+    target = head.target
+    rewrite = False
+    if target[:1] == b"/":
+        authority = head.hmap.get(b"host", b"")
+    elif target.startswith(b"http://"):
+        target, absolute = origin_form(target)
+        if absolute is None:
+            return None
+        authority, rewrite = absolute, True
+    else:
+        return None
+    address = split_authority(authority)
+    if address is None or address in own:
+        return None
+    return target, authority, rewrite, address
+
+
 def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
     """(origin-form target, authority) for an absolute-form target; origin-form passes through."""
     if target[:1] == b"/" or target == b"*":
@@ -107,20 +132,10 @@ class OutboundRouter:
         self._routes: dict[tuple[str, int], Route] = {}
 
     def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None:
-        target = head.target
-        rewrite = False
-        if target[:1] == b"/":
-            authority = head.hmap.get(b"host", b"")
-        elif target.startswith(b"http://"):
-            target, absolute = origin_form(target)
-            if absolute is None:
-                return None
-            authority, rewrite = absolute, True
-        else:
+        found = outbound_target(head, self.own)
+        if found is None:
             return None
-        address = split_authority(authority)
-        if address is None or address in self.own:
-            return None
+        target, authority, rewrite, address = found
         route = self._routes.get(address)
         if route is None:
             host, port = address

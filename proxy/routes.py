@@ -34,7 +34,7 @@ from .mirror import MirrorPolicy
 from .outlier import OutlierDetector
 from .policy import HeaderEdits, RoutePolicy, merge_edits
 from .retry import RetryPolicy
-from .router import OutboundRouter, Route, RouteDecision, origin_form, split_authority
+from .router import OutboundRouter, Route, RouteDecision, outbound_target
 from .split import WeightedChoice
 from .vs_match import CompiledMatch, RequestView
 
@@ -241,21 +241,10 @@ class RuleRouter:
 
     # -- per request ---------------------------------------------------------------------------------------------
     def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None:
-        target = head.target
-        rewrite_host = False
-        if target[:1] == b"/":
-            authority = head.hmap.get(b"host", b"")
-        elif target.startswith(b"http://"):
-            target, absolute = origin_form(target)
-            if absolute is None:
-                return None
-            authority, rewrite_host = absolute, True
-        else:
+        found = outbound_target(head, self.own)
+        if found is None:
             return None
-        address = split_authority(authority)
-        if address is None or address in self.own:
-            return None
-        host, port = address
+        target, authority, rewrite_host, (host, port) = found
         rules = self._rules_for(host)
         path, _, query = target.partition(b"?")
         view = RequestView(head.method, path, query, authority, b"http", head.hmap)
