@@ -21,12 +21,12 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from meshtrace.integrations._base import log_failure
+from meshtrace.integrations._base import Switch, log_failure
 from meshtrace.integrations._common import TracerCache, host_and_port, is_suppressed
 from meshtrace.propagation import CaseInsensitiveGetter
 from meshtrace.spans import set_clean_attributes, start_span
 
-__all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse"]
+__all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse", "wsgi_wrapper"]
 
 #: Where the request's span lives in the WSGI environ: nested apps and exception hooks find it there.
 SPAN_KEY = "meshtrace.span"
@@ -321,3 +321,34 @@ class ServerTracer:
 def route_name(route: str) -> str:
     """A route template as `http.route` wants it: always starting with a slash."""
     return route if route.startswith("/") else "/" + route
+
+
+def wsgi_wrapper(server: ServerTracer, label: str, yields: Callable[[Any], bool]) -> Any:
+    """A wrapt-style factory for a framework's WSGI entry `(self, environ, start_response)`: one SERVER span each.
+
+    `yields(self)` says another instrumentation already traces this app (no doubled spans); `label` names the
+    place in the log when our own code fails, after which the request goes on untraced.
+    """
+
+    def factory(original: Any, switch: Switch) -> Any:
+        def wsgi_entry(self: Any, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            if not switch.on or yields(self):
+                return original(self, environ, start_response)  # type: ignore[no-any-return]
+            try:
+                request = server.start(environ, start_response)
+            except Exception:
+                log_failure(label)
+                request = None
+            if request is None:
+                return original(self, environ, start_response)  # type: ignore[no-any-return]
+            try:
+                result = original(self, environ, request.start_response)
+            except BaseException as exc:
+                request.fail(exc)
+                raise
+            return request.finish(result)
+
+        wsgi_entry.__wrapped__ = original  # type: ignore[attr-defined]
+        return wsgi_entry
+
+    return factory

@@ -13,7 +13,7 @@ for server spans (OTel's middleware makes them) instead of doubling them.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -21,7 +21,13 @@ from opentelemetry.trace import TracerProvider
 
 from meshtrace.integrations._base import Instrumentor, Switch, log_failure
 from meshtrace.integrations._common import compile_excluded, excluded_from_env
-from meshtrace.integrations._wsgi import ROUTE_KEY, ServerTracer, StartResponse, record_exception, route_name
+from meshtrace.integrations._wsgi import (
+    ROUTE_KEY,
+    ServerTracer,
+    record_exception,
+    route_name,
+    wsgi_wrapper,
+)
 
 __all__ = ["DjangoInstrumentor", "instrument", "instrumentor", "uninstrument"]
 
@@ -51,28 +57,7 @@ def _otel_middleware_active(handler: Any) -> bool:
 
 
 def _call_factory(server: ServerTracer) -> Any:
-    def factory(original: Any, switch: Switch) -> Any:
-        def __call__(self: Any, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-            if not switch.on or _otel_middleware_active(self):
-                return original(self, environ, start_response)  # type: ignore[no-any-return]
-            try:
-                request = server.start(environ, start_response)
-            except Exception:
-                log_failure("django.request")
-                request = None
-            if request is None:
-                return original(self, environ, start_response)  # type: ignore[no-any-return]
-            try:
-                result = original(self, environ, request.start_response)
-            except BaseException as exc:
-                request.fail(exc)
-                raise
-            return request.finish(result)
-
-        __call__.__wrapped__ = original  # type: ignore[attr-defined]
-        return __call__
-
-    return factory
+    return wsgi_wrapper(server, "django.request", _otel_middleware_active)
 
 
 def _get_response_factory(original: Any, switch: Switch) -> Any:

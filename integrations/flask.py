@@ -13,7 +13,7 @@ them; its client spans and context propagation carry on under OTel's span.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,13 @@ from opentelemetry.trace import TracerProvider
 
 from meshtrace.integrations._base import Instrumentor, Switch, log_failure
 from meshtrace.integrations._common import compile_excluded, excluded_from_env
-from meshtrace.integrations._wsgi import ROUTE_KEY, SPAN_KEY, ServerTracer, StartResponse, record_exception
+from meshtrace.integrations._wsgi import (
+    ROUTE_KEY,
+    SPAN_KEY,
+    ServerTracer,
+    record_exception,
+    wsgi_wrapper,
+)
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -39,29 +45,12 @@ def _route(environ: dict[str, Any]) -> str | None:
     return rule.rule if rule is not None else None
 
 
+def _instrumented_by_opentelemetry(app: Any) -> bool:
+    return bool(getattr(app, "_is_instrumented_by_opentelemetry", False))
+
+
 def _make_wsgi_app(server: ServerTracer) -> Any:
-    def factory(original: Any, switch: Switch) -> Any:
-        def wsgi_app(self: Any, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-            if not switch.on or getattr(self, "_is_instrumented_by_opentelemetry", False):
-                return original(self, environ, start_response)  # type: ignore[no-any-return]
-            try:
-                request = server.start(environ, start_response)
-            except Exception:
-                log_failure("flask.request")
-                request = None
-            if request is None:
-                return original(self, environ, start_response)  # type: ignore[no-any-return]
-            try:
-                result = original(self, environ, request.start_response)
-            except BaseException as exc:
-                request.fail(exc)
-                raise
-            return request.finish(result)
-
-        wsgi_app.__wrapped__ = original  # type: ignore[attr-defined]
-        return wsgi_app
-
-    return factory
+    return wsgi_wrapper(server, "flask.request", _instrumented_by_opentelemetry)
 
 
 def _handle_exception_factory(original: Any, switch: Switch) -> Any:
