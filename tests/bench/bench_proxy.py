@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -115,8 +116,11 @@ def _ms(text: str) -> float:
     return value
 
 
-def wrk(url: str, *, connections: int, duration: int, script: Path | None = None) -> dict[str, Any]:
+def wrk(url: str, *, connections: int, duration: int, script: Path | None = None,
+        headers: Sequence[str] = ()) -> dict[str, Any]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    for header in headers:
+        command[1:1] = ["-H", header]
     if script is not None:
         command[1:1] = ["-s", str(script)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
@@ -177,15 +181,15 @@ http {{
 """)
         return self.start(["nginx", "-p", str(prefix), "-c", str(conf)], port)
 
-    def measure(self, name: str, port: int, pids: list[int] | None) -> Result:
+    def measure(self, name: str, port: int, pids: list[int] | None, headers: Sequence[str] = ()) -> Result:
         url = f"http://127.0.0.1:{port}/"
-        wrk(url, connections=20, duration=2)                       # warm-up: pools, caches, JIT-free but still
+        wrk(url, connections=20, duration=2, headers=headers)      # warm-up: pools, caches, JIT-free but still
         cpu0 = cpu_seconds(pids) if pids else 0.0
-        saturated = wrk(url, connections=50, duration=self.duration)
+        saturated = wrk(url, connections=50, duration=self.duration, headers=headers)
         cpu1 = cpu_seconds(pids) if pids else 0.0
         script = self.dir / "paced.lua"
         script.write_text(PACED_LUA)
-        paced = wrk(url, connections=20, duration=self.duration, script=script)
+        paced = wrk(url, connections=20, duration=self.duration, script=script, headers=headers)
         result = Result(name, rps=saturated["rps"], p50_ms=paced["p50"], p99_ms=paced["p99"],
                         paced_rps=paced["rps"], errors=saturated["errors"] + paced["errors"])
         if pids:
@@ -248,8 +252,30 @@ backend be
                 print(f"{name}: istio_requests_total={total:.0f}, OTLP export POSTs so far={posted}")
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
+            results.extend(self.routed(sink.server_address[1]))
         finally:
             sink.shutdown()
+        return results
+
+    def routed(self, sink_port: int) -> list[Result]:
+        """The outbound listener, plain and with 50 header-matched Istio routes (the last one matching)."""
+        rules = self.dir / "rules.yaml"
+        rules.write_text(routes_yaml(ROUTES, self.upstream_port))
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+               "OTEL_TRACES_EXPORTER": "otlp", "MESHTRACE_EXPORTER": "otlp"}
+        results = []
+        for name, extra, headers in [
+            ("outbound, no rules", [], [f"Host: 127.0.0.1:{self.upstream_port}"]),
+            (f"outbound, {ROUTES} routes", ["--rules", str(rules)], ["Host: bench:80", f"x-route: r{ROUTES - 1}"]),
+        ]:
+            port = free_port()
+            proc = self.start([str(MESHTRACE), "proxy", "--listen", f"127.0.0.1:{free_port()}", "--upstream",
+                               f"127.0.0.1:{self.upstream_port}", "--outbound", f"127.0.0.1:{port}",
+                               "--service", "bench", "--access-log", "", "--sampling", "100", *extra],
+                              port, env=env)
+            results.append(self.measure(name, port, [proc.pid], headers))
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
         return results
 
     def close(self) -> None:
@@ -264,6 +290,21 @@ backend be
                 proc.wait(5)
 
 
+ROUTES = 50
+
+
+def routes_yaml(count: int, upstream_port: int) -> str:
+    """A ServiceEntry for `bench` on the upstream and a VirtualService of `count` header-matched routes."""
+    api = "apiVersion: networking.istio.io/v1\n"
+    entry = (f"{api}kind: ServiceEntry\nmetadata: {{name: bench}}\nspec:\n  hosts: [bench]\n"
+             f"  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n"
+             f"  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {upstream_port}}}}}\n")
+    rules = "".join(f"  - match: [{{headers: {{x-route: {{exact: r{i}}}}}}}]\n"
+                    f"    route: [{{destination: {{host: bench}}}}]\n" for i in range(count))
+    service = f"{api}kind: VirtualService\nmetadata: {{name: bench}}\nspec:\n  hosts: [bench]\n  http:\n{rules}"
+    return entry + "---\n" + service
+
+
 def report(results: list[Result]) -> str:
     direct = results[0]
     nginx = next(r for r in results if r.name.startswith("nginx"))
@@ -274,8 +315,10 @@ def report(results: list[Result]) -> str:
         rss = f"{r.rss_mb:.1f}" if r.rss_mb is not None else "-"
         lines.append(f"{r.name:<24} {r.rps:>9.0f} {r.p50_ms:>7.3f} {r.p99_ms:>7.3f} {r.p99_ms - direct.p99_ms:>8.3f} "
                      f"{r.paced_rps:>8.0f} {cpu:>9} {rss:>7} {r.errors:>6}")
-    for mesh in results[3:]:
+    for mesh in results[3:6]:
         lines.append(f"{mesh.name}/nginx throughput ratio: {mesh.rps / nginx.rps:.2f} (goal >= 0.33)")
+    plain, routed = results[6:8]
+    lines.append(f"{routed.name}/{plain.name} throughput ratio: {routed.rps / plain.rps:.2f} (goal >= 0.90)")
     lines.append(f"haproxy/nginx throughput ratio: {results[2].rps / nginx.rps:.2f}")
     return "\n".join(lines)
 
