@@ -10,18 +10,18 @@ second span. `_Call.done(status)` / `_Call.fail(exc)` detach and end it. Every s
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from meshtrace.integrations._base import log_failure
+from meshtrace.integrations._base import Switch, log_failure
 from meshtrace.integrations._common import SUPPRESS_HTTP_KEY, TracerCache, host_and_port, is_suppressed
 from meshtrace.spans import set_clean_attributes, start_span
 
-__all__ = ["ClientTracer", "split_url"]
+__all__ = ["ClientTracer", "send_wrapper", "split_url"]
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 _ERROR = Status(StatusCode.ERROR)
@@ -105,3 +105,38 @@ class ClientTracer:
         inner = otel_context.set_value(SUPPRESS_HTTP_KEY, True, trace.set_span_in_context(span, current))
         propagate.inject(headers, inner)
         return _Call(self, span, otel_context.attach(inner))
+
+
+# (method, url, headers to inject into) of a client library's request object.
+Describe = Callable[[Any], tuple[str, str, MutableMapping[str, str]]]
+
+
+def send_wrapper(client: ClientTracer, label: str, describe: Describe) -> Any:
+    """A wrapt-style factory for a synchronous `send(self, request, ...)`: one CLIENT span per call.
+
+    When our own code fails (logged under `label`) or the call must not be traced, the original runs untraced.
+    """
+
+    def factory(original: Any, switch: Switch) -> Any:
+        def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if not switch.on:
+                return original(self, request, *args, **kwargs)
+            try:
+                call = client.start(*describe(request))
+            except Exception:
+                log_failure(label)
+                call = None
+            if call is None:
+                return original(self, request, *args, **kwargs)
+            try:
+                response = original(self, request, *args, **kwargs)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            call.done(response.status_code)
+            return response
+
+        send.__wrapped__ = original  # type: ignore[attr-defined]
+        return send
+
+    return factory

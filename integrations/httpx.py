@@ -16,35 +16,13 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 
 from meshtrace.integrations._base import Instrumentor, Switch, log_failure
-from meshtrace.integrations._client import ClientTracer
+from meshtrace.integrations._client import ClientTracer, send_wrapper
 
 __all__ = ["HttpxInstrumentor", "instrument", "instrumentor", "uninstrument"]
 
 
-def _sync_factory(client: ClientTracer) -> Any:
-    def factory(original: Any, switch: Switch) -> Any:
-        def _send_single_request(self: Any, request: Any) -> Any:
-            if not switch.on:
-                return original(self, request)
-            try:
-                call = client.start(request.method, str(request.url), request.headers)
-            except Exception:
-                log_failure("httpx.request")
-                call = None
-            if call is None:
-                return original(self, request)
-            try:
-                response = original(self, request)
-            except BaseException as exc:
-                call.fail(exc)
-                raise
-            call.done(response.status_code)
-            return response
-
-        _send_single_request.__wrapped__ = original  # type: ignore[attr-defined]
-        return _send_single_request
-
-    return factory
+def _describe(request: Any) -> tuple[str, str, Any]:
+    return request.method, str(request.url), request.headers
 
 
 def _async_factory(client: ClientTracer) -> Any:
@@ -53,7 +31,7 @@ def _async_factory(client: ClientTracer) -> Any:
             if not switch.on:
                 return await original(self, request)
             try:
-                call = client.start(request.method, str(request.url), request.headers)
+                call = client.start(*_describe(request))
             except Exception:
                 log_failure("httpx.request")
                 call = None
@@ -82,7 +60,7 @@ class HttpxInstrumentor(Instrumentor):
         self.client = ClientTracer("httpx")
 
     def _apply(self, module: ModuleType) -> None:
-        self.patch(module.Client, "_send_single_request", _sync_factory(self.client))
+        self.patch(module.Client, "_send_single_request", send_wrapper(self.client, "httpx.request", _describe))
         self.patch(module.AsyncClient, "_send_single_request", _async_factory(self.client))
 
 

@@ -15,36 +15,14 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
-from meshtrace.integrations._base import Instrumentor, Switch, log_failure
-from meshtrace.integrations._client import ClientTracer
+from meshtrace.integrations._base import Instrumentor
+from meshtrace.integrations._client import ClientTracer, send_wrapper
 
 __all__ = ["RequestsInstrumentor", "instrument", "instrumentor", "uninstrument"]
 
 
-def _send_factory(client: ClientTracer) -> Any:
-    def factory(original: Any, switch: Switch) -> Any:
-        def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-            if not switch.on:
-                return original(self, request, *args, **kwargs)
-            try:
-                call = client.start(request.method or "GET", request.url or "", request.headers)
-            except Exception:
-                log_failure("requests.request")
-                call = None
-            if call is None:
-                return original(self, request, *args, **kwargs)
-            try:
-                response = original(self, request, *args, **kwargs)
-            except BaseException as exc:
-                call.fail(exc)
-                raise
-            call.done(response.status_code)
-            return response
-
-        send.__wrapped__ = original  # type: ignore[attr-defined]
-        return send
-
-    return factory
+def _describe(request: Any) -> tuple[str, str, Any]:
+    return request.method or "GET", request.url or "", request.headers
 
 
 class RequestsInstrumentor(Instrumentor):
@@ -56,7 +34,7 @@ class RequestsInstrumentor(Instrumentor):
         self.client = ClientTracer("requests")
 
     def _apply(self, module: ModuleType) -> None:
-        self.patch(module.HTTPAdapter, "send", _send_factory(self.client))
+        self.patch(module.HTTPAdapter, "send", send_wrapper(self.client, "requests.request", _describe))
 
 
 instrumentor = RequestsInstrumentor()
