@@ -26,8 +26,11 @@ from meshtrace.demo.mesh import (
     start_mesh,
 )
 from meshtrace.demo.processes import Supervisor
+from meshtrace.errors import MeshtraceError
 from meshtrace.views.cli import fetch_metrics
-from meshtrace.views.graph import edges_from_samples, render_graph_text, render_svg
+from meshtrace.views.graph import Edge, edges_from_samples, render_graph_text
+from meshtrace.views.graph_png import render_png
+from meshtrace.views.graph_svg import render_svg
 from meshtrace.views.jaeger_client import JaegerClient
 from meshtrace.views.model import Trace, traces_from_jaeger, traces_from_otlp_lines
 from meshtrace.views.style import Style, terminal_width
@@ -128,6 +131,18 @@ def _rules_line(args: argparse.Namespace, rules: bool) -> str:
             f"{RATINGS_FAULT_PERCENT:.0f}% of calls by itself")
 
 
+def _write_pictures(edges: list[Edge], workdir: Path) -> str:
+    """graph.svg, and graph.png beside it when Pillow is installed; says where they are."""
+    title = "bookinfo service graph"
+    svg, png = workdir / "graph.svg", workdir / "graph.png"
+    svg.write_text(render_svg(edges, title=title), encoding="utf-8")
+    try:
+        png.write_bytes(render_png(edges, title=title))
+    except MeshtraceError:          # no Pillow: the SVG alone is the picture (the message says how to get both)
+        return f"{svg} (pip install 'meshtrace[png]' for a PNG too)"
+    return f"{svg} and {png.name}"
+
+
 def _keep_running(out: TextIO, mesh: Mesh, jaeger: Jaeger | None) -> None:
     ui = f"; Jaeger UI: {jaeger.query_url}" if jaeger else ""
     scrape = " ".join(f"--metrics 127.0.0.1:{w.admin}" for w in mesh.workloads)
@@ -186,12 +201,11 @@ def _run(args: argparse.Namespace) -> int:
         out.write(render_graph_text(edges, width=width, style=style) + "\n")
         _heading(out, style, "per workload")
         out.write(render_graph_text(workload_edges, width=width, style=style).split("\n\n", 1)[-1] + "\n")
-        svg = workdir / "graph.svg"
-        svg.write_text(render_svg(edges, title="bookinfo service graph"), encoding="utf-8")
+        pictures = _write_pictures(edges, workdir)
 
         _heading(out, style, "next")
         where = f"--jaeger {jaeger.query_url}" if jaeger else f"--file {spans_file}"
-        out.write(f"graph picture: {svg}\nlogs: {workdir / 'logs'}\n"
+        out.write(f"graph picture: {pictures}\nlogs: {workdir / 'logs'}\n"
                   f"more traces: meshtrace traces {where} --service {ROOT_SERVICE} --limit 5\n")
         if jaeger and jaeger.child is not None and not args.keep:
             out.write("(the demo's Jaeger stops with the demo: run `meshtrace demo --keep` to browse it)\n")

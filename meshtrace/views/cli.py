@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meshtrace.errors import MeshtraceError
-from meshtrace.views.graph import Edge, edges_from_dependencies, edges_from_samples, render_graph_text, render_svg
+from meshtrace.views.graph import Edge, edges_from_dependencies, edges_from_samples, render_graph_text
+from meshtrace.views.graph_png import render_png
+from meshtrace.views.graph_svg import render_svg
 from meshtrace.views.jaeger_client import JaegerClient
 from meshtrace.views.model import Trace, traces_from_jaeger, traces_from_otlp_lines
 from meshtrace.views.promtext import Sample, delta, parse_samples
@@ -115,10 +117,18 @@ def load_edges(*, metrics: Sequence[str] = (), jaeger: str | None = None, by: st
 def _run_graph(args: argparse.Namespace) -> int:
     edges = load_edges(metrics=args.metrics or (), jaeger=args.jaeger, by=args.by, interval=args.interval,
                        lookback=args.lookback)
+    # Render the PNG first: without Pillow it fails, and it should fail before printing half a result.
+    png = render_png(edges) if args.png else None
     print(render_graph_text(edges, width=args.width or terminal_width(sys.stdout), style=_style(args.color)))
+    written = []
     if args.svg:
         Path(args.svg).write_text(render_svg(edges), encoding="utf-8")
-        print(f"\nwrote {args.svg}")
+        written.append(args.svg)
+    if png is not None:
+        Path(args.png).write_bytes(png)
+        written.append(args.png)
+    if written:
+        print("\n" + "\n".join(f"wrote {path}" for path in written))
     return 0 if edges else 1
 
 
@@ -136,6 +146,7 @@ def register_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]
                         help="scrape twice this many seconds apart and show rates (default: totals)")
     parser.add_argument("--lookback", type=float, default=3600.0, help="Jaeger window in seconds (default 3600)")
     parser.add_argument("--svg", metavar="PATH", help="also write the graph as an SVG picture")
+    parser.add_argument("--png", metavar="PATH", help="also write the graph as a PNG picture (needs meshtrace[png])")
     parser.add_argument("--width", type=int, default=0, help="columns (default: the terminal's)")
     parser.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     parser.set_defaults(func=_run_graph)

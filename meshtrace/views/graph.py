@@ -1,13 +1,13 @@
-"""The service graph: who calls whom, how often, how often it fails and how fast, as text or as an SVG picture.
+"""The service graph: who calls whom, how often, how often it fails and how fast, as edges and as text.
 
 Edges come from the sidecars' Istio metrics or from Jaeger's dependencies API. From metrics, each request is
 counted once: by the caller's sidecar (`reporter="source"`, which also sees faults its own rules inject) or, for a
 caller without a sidecar, by the callee's (`reporter="destination"`, the caller then being `unknown`).
+The pictures are drawn by `graph_svg` and `graph_png` from one `graph_layout`.
 """
 
 from __future__ import annotations
 
-import html
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from meshtrace.views.promtext import Sample
 from meshtrace.views.style import Style, truncate
 
-__all__ = ["Edge", "edges_from_dependencies", "edges_from_samples", "render_graph_text", "render_svg"]
+__all__ = ["UNKNOWN", "Edge", "edges_from_dependencies", "edges_from_samples", "render_graph_text"]
 
 UNKNOWN = "unknown"
-_GREY, _RED = "#555555", "#c62828"
-_ARC, _ARC_STEP = 50, 25        # how far an edge skipping columns rises above the nodes, and more per extra column
 
 
 @dataclass
@@ -176,87 +174,3 @@ def render_graph_text(edges: Sequence[Edge], *, width: int = 100, style: Style |
                 f"{_ms(edge.quantile(0.99)):>7}")
         out.append(line)
     return "\n".join(out)
-
-
-def _layers(edges: Sequence[Edge]) -> dict[str, int]:
-    """Each node's column: the longest call path reaching it from an entry point (cycles cut)."""
-    nodes = sorted({e.source for e in edges} | {e.destination for e in edges})
-    layer = dict.fromkeys(nodes, 0)
-    for _ in range(len(nodes)):          # Bellman-Ford style relaxation; a cycle stops growing after |V| rounds
-        changed = False
-        for edge in edges:
-            if edge.source != edge.destination and layer[edge.destination] < layer[edge.source] + 1 <= len(nodes):
-                layer[edge.destination] = layer[edge.source] + 1
-                changed = True
-        if not changed:
-            break
-    return layer
-
-
-def render_svg(edges: Sequence[Edge], *, title: str = "service graph") -> str:
-    """A standalone SVG: nodes in columns by call depth, curved edges labelled with rate and error rate."""
-    node_w, node_h, col_gap, row_gap, margin = 150, 40, 150, 40, 30
-    layer = _layers(edges)
-    columns: dict[int, list[str]] = {}
-    for node in sorted(layer, key=lambda n: (layer[n], n)):
-        columns.setdefault(layer[node], []).append(node)
-    rows = max((len(c) for c in columns.values()), default=1)
-    # An edge that skips columns arcs over the nodes between; a backward one loops under them. Make room for both.
-    spans = [layer[e.destination] - layer[e.source] for e in edges]
-    arc_room = max((_ARC + _ARC_STEP * (n - 2) for n in spans if n > 1), default=0) + (20 if max(spans, default=0) > 1
-                                                                                         else 0)
-    loop_room = 70 if any(n <= 0 for n in spans) else 0
-    top = margin + 30 + arc_room
-    width = margin * 2 + len(columns) * node_w + max(0, len(columns) - 1) * col_gap
-    height = top + rows * node_h + max(0, rows - 1) * row_gap + loop_room + margin
-    pos: dict[str, tuple[float, float]] = {}
-    for col, names in columns.items():
-        offset = (rows - len(names)) * (node_h + row_gap) / 2
-        for row, name in enumerate(names):
-            pos[name] = (margin + col * (node_w + col_gap), top + offset + row * (node_h + row_gap))
-    esc = html.escape
-    marker = ('<marker id="{id}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="{fill}"/></marker>')
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">',
-        f"<title>{esc(title)}</title>",
-        "<defs>" + marker.format(id="arrow", fill=_GREY) + marker.format(id="arrow-error", fill=_RED) + "</defs>",
-        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
-        f'<text x="{margin}" y="{margin}" font-size="15" font-weight="bold" fill="#222">{esc(title)}</text>',
-    ]
-    for edge, span in zip(edges, spans, strict=True):
-        x1, y1 = pos[edge.source]
-        x2, y2 = pos[edge.destination]
-        if span <= 0:                     # same column or backwards: loop under the nodes
-            sx, sy, dx, dy = x1 + node_w / 2, y1 + node_h, x2 + node_w / 2, y2 + node_h
-            path = f"M {sx} {sy} C {sx} {sy + 60}, {dx} {dy + 60}, {dx} {dy}"
-            lx, ly = (sx + dx) / 2, max(sy, dy) + 48
-        elif span > 1:                    # skips columns: arc over them, from top to top
-            rise = _ARC + _ARC_STEP * (span - 2)
-            sx, sy, dx, dy = x1 + node_w * 0.75, y1, x2 + node_w * 0.25, y2
-            lift = min(sy, dy) - rise
-            path = f"M {sx} {sy} C {sx} {lift}, {dx} {lift}, {dx} {dy}"
-            lx, ly = (sx + dx) / 2, min(sy, dy) - rise * 0.75 - 6
-        else:
-            sx, sy, dx, dy = x1 + node_w, y1 + node_h / 2, x2, y2 + node_h / 2
-            bend = (dx - sx) / 2
-            path = f"M {sx} {sy} C {sx + bend} {sy}, {dx - bend} {dy}, {dx} {dy}"
-            lx, ly = (sx + dx) / 2, (sy + dy) / 2 - 6
-        colour = _RED if edge.errors else _GREY
-        label = f"{edge.rate:.1f} rps" if edge.rate is not None else f"{edge.requests:.0f} req"
-        if edge.measured:
-            label += f" · {edge.error_rate * 100:.1f}% err"
-        parts.append(f'<path class="edge" data-source="{esc(edge.source)}" data-destination="{esc(edge.destination)}" '
-                     f'd="{path}" fill="none" stroke="{colour}" stroke-width="1.6" '
-                     f'marker-end="url(#{"arrow-error" if edge.errors else "arrow"})"/>')
-        parts.append(f'<text x="{lx}" y="{ly}" text-anchor="middle" fill="{colour}" '
-                     f'stroke="#fff" stroke-width="3" paint-order="stroke">{esc(label)}</text>')
-    for name, (x, y) in pos.items():
-        fill = "#eeeeee" if name == UNKNOWN else "#e3f2fd"
-        parts.append(f'<g class="node" data-name="{esc(name)}"><rect x="{x}" y="{y}" width="{node_w}" '
-                     f'height="{node_h}" rx="8" fill="{fill}" stroke="#1565c0" stroke-width="1.2"/>'
-                     f'<text x="{x + node_w / 2}" y="{y + node_h / 2 + 4}" text-anchor="middle" fill="#0d47a1" '
-                     f'font-size="13">{esc(truncate(name, 22).rstrip())}</text></g>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from demo_support import EXPECTED_EDGES, MESHTRACE, run_demo, survivors
+from PIL import Image
 
 from meshtrace.views.model import Trace, traces_from_jaeger
 
@@ -108,6 +109,11 @@ def test_without_jaeger_the_file_exporter_feeds_the_views(tmp_path: Path) -> Non
     assert len(summary["pids"]) == 12
     assert survivors(summary) == []
     assert done.stdout.count("\ntrace ") == 2
+    work = Path(summary["workdir"])
+    assert f"graph picture: {work / 'graph.svg'} and graph.png\n" in done.stdout
+    with Image.open(work / "graph.png") as picture:
+        assert picture.format == "PNG"
+        assert picture.info["Title"] == "bookinfo service graph"
     shown = subprocess.run([MESHTRACE, "traces", "--file", summary["spans_file"], "--trace-id",
                             summary["trace_ids"][0], "--width", "120"], capture_output=True, text=True, check=True,
                            cwd=tmp_path)

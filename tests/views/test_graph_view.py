@@ -11,8 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from meshtrace.views.graph import Edge, edges_from_dependencies, edges_from_samples, render_graph_text, render_svg
+from meshtrace.views.graph import Edge, edges_from_dependencies, edges_from_samples, render_graph_text
+from meshtrace.views.graph_svg import render_svg
 from meshtrace.views.promtext import delta, parse_samples
 
 MESHTRACE = str(Path(sys.executable).parent / "meshtrace")
@@ -133,13 +135,18 @@ def metrics_server() -> Iterator[str]:
         server.server_close()
 
 
-def test_graph_command_scrapes_and_writes_svg(metrics_server: str, tmp_path: Path) -> None:
-    svg = tmp_path / "graph.svg"
-    out = subprocess.run([MESHTRACE, "graph", "--metrics", metrics_server, "--svg", str(svg), "--width", "100"],
-                         capture_output=True, text=True, check=True, cwd=tmp_path)
+def test_graph_command_scrapes_and_writes_svg_and_png(metrics_server: str, tmp_path: Path) -> None:
+    svg, png = tmp_path / "graph.svg", tmp_path / "graph.png"
+    out = subprocess.run([MESHTRACE, "graph", "--metrics", metrics_server, "--svg", str(svg), "--png", str(png),
+                          "--width", "100"], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "  └─► front" in out.stdout
     assert "\x1b[" not in out.stdout                       # not a terminal: no colour
-    assert ET.fromstring(svg.read_text()).tag.endswith("svg")
+    assert out.stdout.endswith(f"\n\nwrote {svg}\nwrote {png}\n")
+    root = ET.fromstring(svg.read_text())
+    assert root.tag.endswith("svg")
+    with Image.open(png) as picture:                        # the same drawing, two pixels per SVG unit
+        assert picture.format == "PNG"
+        assert picture.size == (int(root.get("width", "0")) * 2, int(root.get("height", "0")) * 2)
 
 
 def _cubic_points(d: str, steps: int = 50) -> list[tuple[float, float]]:
