@@ -38,8 +38,9 @@ bench-deps:
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq nginx haproxy wrk >/dev/null)
 
+# Every tests/bench/bench_*.py in turn; `make bench BENCH_ARGS="--only export"` runs one.
 bench: $(VENV)/.installed bench-deps
-	$(BIN)/python -m tests.bench
+	$(BIN)/python tests/bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
