@@ -54,3 +54,21 @@ def survivors(summary: dict[str, Any]) -> list[str]:
         if workdir in cmdline and "pytest" not in cmdline and alive(int(proc.name)):
             left.append(f"pid {proc.name}: {cmdline}")
     return left
+
+
+def processes_marked(variable: str, value: str) -> list[str]:
+    """Live processes whose environment has `variable=value`: everything started below a command given that
+    variable (each child inherits it), however it was started and whatever its command line says."""
+    marker = f"{variable}={value}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in environ and alive(int(proc.name)):
+            found.append(f"pid {proc.name}: {cmdline}")
+    return found
