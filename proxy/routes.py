@@ -2,8 +2,10 @@
 destination, DestinationRule subset and load balancer, giving the same `RouteDecision` as the plain routers.
 
 Theory of operation. Everything is compiled when the rules load (`RuleRouter(rules, ...)`): matchers, splits,
-clusters (ServiceEntry endpoints filtered by subset labels) and their balancers; a request only walks
-precompiled predicates. A host no VirtualService names goes to its ServiceEntry/DestinationRule cluster if it
+clusters (ServiceEntry endpoints filtered by subset labels) and their balancers. Each VirtualService's rules
+become one `MatchTable` (match_index.py): a request is dispatched on the field most rules need one exact value of
+(say a header) and tries only the rules that could still match it, in Istio's first-match order, through
+precompiled closures. The VirtualService of a host is looked up once per host name and cached. A host no VirtualService names goes to its ServiceEntry/DestinationRule cluster if it
 has one, else to the plain `OutboundRouter` (Istio's ALLOW_ANY passthrough). A host a VirtualService names but
 no rule matches gets no route (404 `NR`). VirtualService `hosts` match the request's host exactly
 (case-insensitive, port ignored), as `*.suffix` wildcards, or `*`.
@@ -30,13 +32,14 @@ from .istio_config import (
     TrafficPolicy,
     VirtualService,
 )
+from .match_index import MatchTable
 from .mirror import MirrorPolicy
 from .outlier import OutlierDetector
 from .policy import HeaderEdits, RoutePolicy, merge_edits
 from .retry import RetryPolicy
 from .router import OutboundRouter, Route, RouteDecision, outbound_target
 from .split import WeightedChoice
-from .vs_match import CompiledMatch, RequestView
+from .vs_match import RequestView
 
 __all__ = ["Cluster", "RuleRouter"]
 
@@ -116,12 +119,10 @@ class _Target:
 
 
 class _Rule:
-    __slots__ = ("matches", "name", "rewrite_authority", "rewrite_uri", "span_path", "split", "timeout", "uri_prefix")
+    __slots__ = ("name", "rewrite_authority", "rewrite_uri", "span_path", "split", "timeout")
 
     def __init__(self, vs: VirtualService, index: int, spec: HttpRoute) -> None:
         self.name = f"{vs.name or 'vs'}.{spec.name or index}"
-        self.matches = [(CompiledMatch(m), m.uri.value.encode() if m.uri and m.uri.kind == "prefix" else None)
-                        for m in spec.match]
         self.rewrite_uri = spec.rewrite_uri.encode() if spec.rewrite_uri is not None else None
         self.rewrite_authority = spec.rewrite_authority.encode() if spec.rewrite_authority is not None else None
         # As Istio, a route with a fault neither retries nor times out.
@@ -136,7 +137,8 @@ class RuleRouter:
     """`route(head, peer)` for the outbound listener from a RuleSet; ConfigError at build for dangling refs."""
 
     def __init__(self, rules: RuleSet, own: set[tuple[str, int]], *, rng: random.Random | None = None,
-                 fallback_timeout: float | None = 15.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 fallback_timeout: float | None = 15.0, clock: Callable[[], float] = time.monotonic,
+                 indexed: bool = True) -> None:
         self.rules = rules
         self.rng = rng or random.Random()
         self.clock = clock
@@ -145,19 +147,20 @@ class RuleRouter:
         self.fallback = OutboundRouter(own, timeout=fallback_timeout)
         self._se = {host: se for se in rules.service_entries for host in se.hosts}
         self._dr = {dr.host: dr for dr in rules.destination_rules}
-        self._exact: dict[str, list[_Rule]] = {}
-        self._wildcards: list[tuple[str, list[_Rule]]] = []
+        self._exact: dict[str, MatchTable[_Rule]] = {}
+        self._wildcards: list[tuple[str, MatchTable[_Rule]]] = []
         self._defaults: dict[str, _Target] = {}
         self.limits: dict[str, ClusterLimits] = {}      # circuit breakers by cluster name, shared by its routes
         for vs in rules.virtual_services:
-            compiled = [self._compile(vs, i, spec) for i, spec in enumerate(vs.http)]
+            compiled = MatchTable([(self._compile(vs, i, spec), spec.match) for i, spec in enumerate(vs.http)],
+                                  indexed=indexed)
             for host in vs.hosts:
                 if host.startswith("*"):
                     self._wildcards.append((host[1:], compiled))
                 else:
                     self._exact.setdefault(host, compiled)
         self._wildcards.sort(key=lambda pair: -len(pair[0]))
-        self._lookup_cache: dict[str, list[_Rule] | None] = {}
+        self._lookup_cache: dict[str, MatchTable[_Rule] | None] = {}
 
     # -- compile -------------------------------------------------------------------------------------------------
     def _compile(self, vs: VirtualService, index: int, spec: HttpRoute) -> _Rule:
@@ -227,7 +230,7 @@ class RuleRouter:
             target = self._defaults[host] = _Target(rule, RoutePolicy(), self._resolver(Destination(host), host))
         return target
 
-    def _rules_for(self, host: str) -> list[_Rule] | None:
+    def _rules_for(self, host: str) -> MatchTable[_Rule] | None:
         try:
             return self._lookup_cache[host]
         except KeyError:
@@ -253,25 +256,18 @@ class RuleRouter:
             if default is None:
                 return self.fallback.route(head)
             return self._decide(default, view, peer, target, authority, rewrite_host, port)
-        for rule in rules:
-            prefix: bytes | None = None
-            if rule.matches:
-                for match, match_prefix in rule.matches:
-                    if match(view):
-                        prefix = match_prefix
-                        break
-                else:
-                    continue
-            assert rule.split is not None
-            chosen = rule.split.pick()
-            if rule.rewrite_uri is not None:
-                rest = path[len(prefix):] if prefix is not None else b""
-                new_path = rule.rewrite_uri + rest if prefix is not None else rule.rewrite_uri
-                target = new_path + (b"?" + query if query else b"")
-            if rule.rewrite_authority is not None:
-                authority, rewrite_host = rule.rewrite_authority, True
-            return self._decide(chosen, view, peer, target, authority, rewrite_host, port)
-        return None
+        hit = rules.first(view)
+        if hit is None:
+            return None
+        _, rule, prefix = hit
+        assert rule.split is not None
+        chosen = rule.split.pick()
+        if rule.rewrite_uri is not None:
+            new_path = rule.rewrite_uri + path[len(prefix):] if prefix is not None else rule.rewrite_uri
+            target = new_path + (b"?" + query if query else b"")
+        if rule.rewrite_authority is not None:
+            authority, rewrite_host = rule.rewrite_authority, True
+        return self._decide(chosen, view, peer, target, authority, rewrite_host, port)
 
     def _decide(self, chosen: _Target, view: RequestView, peer: str, target: bytes,  # noqa: PLR0917
                 authority: bytes, rewrite_host: bool, port: int) -> RouteDecision:
