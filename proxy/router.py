@@ -6,6 +6,7 @@ Issue 5's Istio routing replaces these with rule matching; the contract stays `r
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,7 +38,9 @@ class Route:
     endpoint: Host | None = None    # the rule cluster's host: its in-flight count is what LEAST_REQUEST reads
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request, and a frozen dataclass pays an object.__setattr__ call per field
+# (0.73 -> 0.25 us). Nothing changes a decision once made.
+@dataclass(slots=True)
 class RouteDecision:
     route: Route
     target: bytes                   # request target to send upstream (origin-form)
@@ -68,6 +71,12 @@ def split_authority(authority: bytes, default_port: int = 80) -> tuple[str, int]
     return host.lower(), int(port_text)
 
 
+@functools.lru_cache(maxsize=1024)
+def _address(authority: bytes) -> tuple[str, int] | None:
+    # Requests to a service repeat one Host: decode, split and lower it once (bounded for hostile Hosts).
+    return split_authority(authority)
+
+
 def outbound_target(head: RequestHead, own: set[tuple[str, int]]
                     ) -> tuple[bytes, bytes, bool, tuple[str, int]] | None:
     """Where an outbound request goes: (origin-form target, authority, Host rewritten?, (host, port)).
@@ -87,7 +96,7 @@ def outbound_target(head: RequestHead, own: set[tuple[str, int]]
         authority, rewrite = absolute, True
     else:
         return None
-    address = split_authority(authority)
+    address = _address(authority)
     if address is None or address in own:
         return None
     return target, authority, rewrite, address
