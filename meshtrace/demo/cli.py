@@ -36,7 +36,7 @@ from meshtrace.views.model import Trace, traces_from_jaeger, traces_from_otlp_li
 from meshtrace.views.style import Style, terminal_width
 from meshtrace.views.waterfall import render_waterfall
 
-__all__ = ["pick_traces", "register"]
+__all__ = ["pick_traces", "register", "write_pictures"]
 
 ROOT_SERVICE = "productpage-sidecar"      # the productpage sidecar's inbound span starts every trace
 
@@ -131,7 +131,7 @@ def _rules_line(args: argparse.Namespace, rules: bool) -> str:
             f"{RATINGS_FAULT_PERCENT:.0f}% of calls by itself")
 
 
-def _write_pictures(edges: list[Edge], workdir: Path) -> str:
+def write_pictures(edges: list[Edge], workdir: Path) -> str:
     """graph.svg, and graph.png beside it when Pillow is installed; says where they are."""
     title = "bookinfo service graph"
     svg, png = workdir / "graph.svg", workdir / "graph.png"
@@ -201,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
         out.write(render_graph_text(edges, width=width, style=style) + "\n")
         _heading(out, style, "per workload")
         out.write(render_graph_text(workload_edges, width=width, style=style).split("\n\n", 1)[-1] + "\n")
-        pictures = _write_pictures(edges, workdir)
+        pictures = write_pictures(edges, workdir)
 
         _heading(out, style, "next")
         where = f"--jaeger {jaeger.query_url}" if jaeger else f"--file {spans_file}"

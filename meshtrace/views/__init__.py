@@ -1,6 +1,7 @@
 """Terminal, SVG and PNG views of traces and of the service graph, for people rather than dashboards."""
 
 from meshtrace.views.graph import Edge, render_graph_text
+from meshtrace.views.graph_png import render_png
 from meshtrace.views.graph_svg import render_svg
 from meshtrace.views.model import Span, Trace, traces_from_jaeger, traces_from_otlp_lines
 from meshtrace.views.waterfall import render_waterfall
@@ -10,6 +11,7 @@ __all__ = [
     "Span",
     "Trace",
     "render_graph_text",
+    "render_png",
     "render_svg",
     "render_waterfall",
     "traces_from_jaeger",
