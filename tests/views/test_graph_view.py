@@ -160,10 +160,19 @@ def _cubic_points(d: str, steps: int = 50) -> list[tuple[float, float]]:
     return out
 
 
-def test_svg_edges_never_run_through_a_node() -> None:
-    bookinfo = [Edge("unknown", "productpage", 9), Edge("productpage", "details", 9), Edge("productpage", "reviews", 9),
-                Edge("reviews", "ratings", 9), Edge("reviews", "127.0.0.1", 9, 9), Edge("ratings", "details", 9)]
-    root = ET.fromstring(render_svg(bookinfo))
+BOOKINFO_APPS = [Edge("unknown", "productpage", 9), Edge("productpage", "details", 9), Edge("productpage", "reviews", 9),
+                 Edge("reviews", "ratings", 9), Edge("reviews", "127.0.0.1", 9, 9), Edge("ratings", "details", 9)]
+# Tall columns (three reviews versions), an arc over them, and a call back up the graph (a cycle).
+WORKLOADS_WITH_CYCLE = [
+    Edge("unknown", "productpage-v1", 9), Edge("productpage-v1", "details-v1", 9),
+    *(Edge("productpage-v1", f"reviews-{v}", 3) for v in ("v1", "v2", "v3")),
+    *(Edge(f"reviews-{v}", "ratings-v1", 3) for v in ("v2", "v3")), Edge("ratings-v1", "details-v1", 6),
+    Edge("details-v1", "productpage-v1", 1, 1)]
+
+
+@pytest.mark.parametrize("edges", [BOOKINFO_APPS, WORKLOADS_WITH_CYCLE], ids=["apps", "workloads-with-cycle"])
+def test_svg_edges_never_run_through_a_node(edges: list[Edge]) -> None:
+    root = ET.fromstring(render_svg(edges))
     ns = {"svg": "http://www.w3.org/2000/svg"}
     boxes = {}
     for group in root.iterfind(".//svg:g[@class='node']", ns):
@@ -172,6 +181,9 @@ def test_svg_edges_never_run_through_a_node() -> None:
         x, y, w, h = (float(rect.get(k, "0")) for k in ("x", "y", "width", "height"))
         boxes[group.get("data-name")] = (x, y, x + w, y + h)
     width, height = float(root.get("width", "0")), float(root.get("height", "0"))
+    for x0, y0, x1, y1 in boxes.values():
+        assert 0 < x0 < x1 < width
+        assert 0 < y0 < y1 < height
     for path in root.iterfind(".//svg:path[@class='edge']", ns):
         ends = {path.get("data-source"), path.get("data-destination")}
         for px, py in _cubic_points(path.get("d", "")):
