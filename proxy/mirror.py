@@ -8,6 +8,11 @@ re-framed with Content-Length) and reads the response to its end, then throws it
 client: errors, refusals and hangs only end the task (bounded by `MIRROR_TIMEOUT`). With tracing on, the copy
 gets its own CLIENT span, a child of the hop span in the same trace, tagged `meshtrace.mirror=true`; it is not
 the request's upstream (the hop record and span keep describing the real destination).
+
+The mirror cluster is a cluster like any other: the host is picked among those its outlier detection has not
+ejected, and each copy's outcome is recorded there (`MirrorPolicy.record`: the status, or 0 when the copy got no
+response head: refused, reset or timed out). So a shadow that only ever receives mirrored traffic still gets its
+bad hosts ejected, as Envoy's shadow cluster does.
 """
 
 from __future__ import annotations
@@ -42,14 +47,15 @@ _DROP = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect", 
 class MirrorPolicy:
     """Where a route's copies go and how often (`mirrorPercentage`, absent = 100)."""
 
-    __slots__ = ("cluster_name", "percent", "pick", "rng")
+    __slots__ = ("cluster_name", "percent", "pick", "record", "rng")
 
     def __init__(self, pick: Callable[[], Host | None], cluster_name: str, percent: float,
-                 rng: random.Random) -> None:
+                 rng: random.Random, *, record: Callable[[Host, int], None] | None = None) -> None:
         self.pick = pick
         self.cluster_name = cluster_name
         self.percent = percent
         self.rng = rng
+        self.record = record            # the mirror cluster's outlier detection, when it has one
 
     def wanted(self) -> bool:
         percent = self.percent
@@ -93,20 +99,20 @@ def send_mirror(policy: MirrorPolicy, method: bytes, target: bytes, authority: b
             out = [pair for pair in out if pair[0] not in tracer.extract_names or pair[0] == b"x-request-id"]
             tracer.inject(span, parent_context or Context(), out)
         data = encode_request_head(method, target, out) + b"".join(body)
-        task = asyncio.get_running_loop().create_task(_run(host.address, host.port, data, span))
+        task = asyncio.get_running_loop().create_task(_run(host, data, span, policy.record))
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
     except Exception:
         logger.exception("starting a mirror copy failed")
 
 
-async def _run(address: str, port: int, data: bytes, span: trace.Span | None) -> None:
+async def _run(host: Host, data: bytes, span: trace.Span | None, record: Callable[[Host, int], None] | None) -> None:
     status = 0
     error = ""
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(MIRROR_TIMEOUT):
-            reader, writer = await asyncio.open_connection(address, port)
+            reader, writer = await asyncio.open_connection(host.address, host.port)
             writer.write(data)
             await writer.drain()
             line = await reader.readline()
@@ -125,6 +131,8 @@ async def _run(address: str, port: int, data: bytes, span: trace.Span | None) ->
     finally:
         if writer is not None:
             writer.close()
+        if record is not None and error != "cancelled":     # cancelled: the sidecar stopping, not the host
+            record(host, status)
         if span is not None:
             if status:
                 span.set_attribute("http.response.status_code", status)

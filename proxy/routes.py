@@ -5,10 +5,12 @@ Theory of operation. Everything is compiled when the rules load (`RuleRouter(rul
 clusters (ServiceEntry endpoints filtered by subset labels) and their balancers. Each VirtualService's rules
 become one `MatchTable` (match_index.py): a request is dispatched on the field most rules need one exact value of
 (say a header) and tries only the rules that could still match it, in Istio's first-match order, through
-precompiled closures. The VirtualService of a host is looked up once per host name and cached. A host no VirtualService names goes to its ServiceEntry/DestinationRule cluster if it
-has one, else to the plain `OutboundRouter` (Istio's ALLOW_ANY passthrough). A host a VirtualService names but
-no rule matches gets no route (404 `NR`). VirtualService `hosts` match the request's host exactly
-(case-insensitive, port ignored), as `*.suffix` wildcards, or `*`.
+precompiled closures. The VirtualService of a host is looked up once per host name and cached.
+
+A host no VirtualService names goes to its ServiceEntry/DestinationRule cluster if it has one, else to the plain
+`OutboundRouter` (Istio's ALLOW_ANY passthrough). A host a VirtualService names but no rule matches gets no route
+(404 `NR`). VirtualService `hosts` match the request's host exactly (case-insensitive, port ignored), as
+`*.suffix` wildcards, or `*`. A mirror's cluster is resolved like a destination's, outlier detection included.
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ class RuleRouter:
             resolve_mirror = self._resolver(spec.mirror, spec.source)
             cluster = resolve_mirror(spec.mirror.port or 80)
             empty = RequestView(b"GET", b"/", b"", b"", b"http", {})
-            mirror = MirrorPolicy(lambda: cluster.pick(empty, ""), cluster.name, spec.mirror_percent, self.rng)
+            mirror = MirrorPolicy(lambda: cluster.pick(empty, ""), cluster.name, spec.mirror_percent, self.rng,
+                                  record=cluster.outlier.record if cluster.outlier is not None else None)
         targets = []
         for rd in spec.route:
             policy = RoutePolicy(merge_edits(request, HeaderEdits.of(rd.request_headers)),

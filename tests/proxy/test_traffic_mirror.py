@@ -188,3 +188,31 @@ def test_mirror_span_is_a_marked_child_of_the_hop_span(tmp_path: Path) -> None:
         proxy.close()
         main.server.close()
         shadow.server.close()
+
+
+def test_a_refusing_mirror_host_is_ejected_and_copies_go_to_the_healthy_one(tmp_path: Path) -> None:
+    main = Recording()
+    good = Recording()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        API + "kind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [reviews]\n  http:\n"
+        "  - route: [{destination: {host: reviews}}]\n    mirror: {host: shadow}\n"
+        + "---\n" + service_entry("reviews", [("127.0.0.1", main.server.port, "v1")], port=9080)
+        + "---\n" + service_entry("shadow", [("127.0.0.1", free_port(), "v1"), ("127.0.0.1", good.server.port, "v1")],
+                                  port=9080)
+        + "---\n" + API + "kind: DestinationRule\nmetadata: {name: shadow}\nspec:\n  host: shadow\n"
+        "  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 50}}\n")
+    proxy = SidecarThread(sidecar_config(None, outbound=Address("127.0.0.1", 0), rules=str(rules)))
+    try:
+        # Only mirrored traffic reaches `shadow`: its refusals alone must eject the bad host. Round robin without
+        # ejection would give the good host 5 copies of 10; a copy or two may go out before the refusal lands.
+        assert [request(proxy)[0] for _ in range(10)] == [200] * 10
+        for _ in range(500):
+            if len(good.requests) >= 8:
+                break
+            threading.Event().wait(0.01)
+        assert len(good.requests) >= 8
+    finally:
+        proxy.close()
+        main.server.close()
+        good.server.close()
