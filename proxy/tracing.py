@@ -2,9 +2,12 @@
 
 Theory of operation. `start()` extracts the incoming context with the configured propagator (any supported
 format), marks a forced trace (`x-envoy-force-trace`, `x-client-trace-id`) in the context for `ProxySampler`,
-and starts the span as a child of what arrived; with nothing valid arriving the SDK makes fresh 128-bit ids.
-`inject()` writes every configured format for that span into the headers going upstream, so the next hop's
-span is a child of ours and never shares its id. `finish()` sets Envoy's tags and the OTel semantic-convention
+and starts the span as a child of what arrived through `meshtrace.spans.start_span` (the core's cheapest way to
+make an SDK span); with nothing valid arriving the SDK makes fresh 128-bit ids. `inject()` writes every
+configured format for that span into the headers going upstream, so the next hop's span is a child of ours and
+never shares its id. With a `MeshPropagator` and a plain context (no debug flag, no baggage: what nearly every
+request carries) the headers are rendered straight to bytes from the span's ids; anything else goes through the
+propagator itself, and a test holds the two equal. `finish()` sets Envoy's tags and the OTel semantic-convention
 attributes from the finished `Hop` in one call and ends the span at the hop's own end time.
 """
 
@@ -12,15 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
 from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from meshtrace.spans import set_clean_attributes
+from meshtrace.propagation import MeshPropagator, is_debug
+from meshtrace.spans import set_clean_attributes, start_span
 
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
@@ -34,6 +39,9 @@ _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
 _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _FORCE = create_key("meshtrace-proxy-force-trace")
 _INVALID = trace.INVALID_SPAN
+# Formats the byte renderer of `inject` knows; a propagator configured with any other takes the general path.
+_RENDERED = frozenset({"tracecontext", "baggage", "b3multi", "b3", "jaeger", "ottrace"})
+_NO_PARENT = b"0" * 16
 
 
 def _header_to_inject(name: str) -> bytes | None:
@@ -87,6 +95,11 @@ def span_name(authority: str, default_port: int, route_path: str) -> str:
     return f"{host}:{port}{route_path}"
 
 
+def _plain(context: Context) -> bool:
+    """Nothing in the extracted context that the byte renderer would not say the same way."""
+    return not context or (not is_debug(context) and not otel_baggage.get_all(context))
+
+
 class HopTracer:
     """Makes the spans of one listener (`kind` SERVER for inbound, CLIENT for outbound)."""
 
@@ -100,8 +113,15 @@ class HopTracer:
         self.extract_names = frozenset(fields | TRACE_HEADERS | {b"x-request-id", b"baggage"})
         # Carrier name -> the header name to send, or None for one left out (cached: the same few every time).
         self._inject_names: dict[str, bytes | None] = {}
+        formats = tuple(propagator.formats) if type(propagator) is MeshPropagator else None
+        # The formats to render, in the propagator's own order (baggage is never injected by the proxy).
+        self._render: tuple[str, ...] | None = (
+            tuple(name for name in formats if name != "baggage")
+            if formats is not None and _RENDERED.issuperset(formats) else None)
         self.static_attributes: dict[str, str] = {"component": "proxy", "node_id": node_id, "zone": zone,
                                                   "downstream_cluster": downstream_cluster}
+        # authority -> (server.address, server.port or None): the same few authorities every time.
+        self._authorities: dict[str, tuple[str, int | None]] = {}
 
     def start(self, hmap: Mapping[bytes, bytes], name: str, start_ns: int) -> tuple[trace.Span, Context]:
         """The hop's span, and the extracted context (debug, hints) that `inject` needs to say all of it again."""
@@ -112,9 +132,7 @@ class HopTracer:
             context = self.propagator.extract(hmap, getter=_GETTER)
         if b"x-envoy-force-trace" in hmap or b"x-client-trace-id" in hmap:
             context = set_value(_FORCE, True, context)
-        span = self.tracer.start_span(name, context=context, kind=self.kind, start_time=start_ns,
-                                      record_exception=False, set_status_on_exception=False)
-        return span, context
+        return start_span(self.tracer, name, context, self.kind, start_time=start_ns), context
 
     def inject(self, span: trace.Span, context: Context, out: Headers) -> None:
         """Append the configured trace headers for `span` to `out` (which must not hold any already).
@@ -122,6 +140,12 @@ class HopTracer:
         Baggage is left out: the incoming baggage headers pass through untouched (W3C: propagate unchanged),
         and so does `x-request-id`, which the connection manager owns.
         """
+        render = self._render
+        if render is not None and _plain(context):
+            sc = span.get_span_context()
+            if sc.is_valid:
+                self._inject_bytes(render, span, sc, out)
+                return
         carrier: dict[str, str] = {}
         self.propagator.inject(carrier, context=trace.set_span_in_context(span, context))
         names = self._inject_names
@@ -135,37 +159,78 @@ class HopTracer:
             if key is not None:
                 out.append((key, value.encode("latin-1")))
 
+    def _inject_bytes(self, render: tuple[str, ...], span: trace.Span, sc: SpanContext, out: Headers) -> None:
+        """What `MeshPropagator.inject` writes for a decided context without debug or baggage, as bytes."""
+        trace_id = b"%032x" % sc.trace_id
+        span_id = b"%016x" % sc.span_id
+        parent = getattr(span, "parent", None)     # SDK spans know their parent; a non-recording one does not
+        parent_id = b"%016x" % parent.span_id if isinstance(parent, SpanContext) and parent.is_valid else None
+        sampled = sc.trace_flags.sampled
+        for name in render:
+            if name == "tracecontext":
+                flags = (sc.trace_flags & 0x03) | (0x01 if sampled else 0x00)
+                out.append((b"traceparent", b"00-%s-%s-%02x" % (trace_id, span_id, flags)))
+                if sc.trace_state:
+                    out.append((b"tracestate", sc.trace_state.to_header().encode("latin-1")))
+            elif name == "b3multi":
+                out.append((b"x-b3-traceid", trace_id))
+                out.append((b"x-b3-spanid", span_id))
+                if parent_id is not None:
+                    out.append((b"x-b3-parentspanid", parent_id))
+                out.append((b"x-b3-sampled", b"1" if sampled else b"0"))
+            elif name == "b3":
+                single = b"%s-%s-%s" % (trace_id, span_id, b"1" if sampled else b"0")
+                out.append((b"b3", single if parent_id is None else single + b"-" + parent_id))
+            elif name == "jaeger":
+                out.append((b"uber-trace-id", b"%s:%s:%s:%s" % (trace_id, span_id, parent_id or _NO_PARENT,
+                                                                 b"01" if sampled else b"00")))
+            else:   # ottrace
+                out.append((b"ot-tracer-traceid", trace_id[16:] if sc.trace_id >> 64 == 0 else trace_id))
+                out.append((b"ot-tracer-spanid", span_id))
+                out.append((b"ot-tracer-sampled", b"true" if sampled else b"false"))
+
+    def _authority(self, authority: str) -> tuple[str, int | None]:
+        parts = self._authorities.get(authority)
+        if parts is None:
+            host, _, port = authority.rpartition(":")
+            if not host:
+                host, port = authority, ""
+            parts = (host, int(port) if port.isdigit() else None)
+            if len(self._authorities) < 1024:
+                self._authorities[authority] = parts
+        return parts
+
     def finish(self, span: trace.Span, hop: Hop, end_ns: int) -> None:
         if span.is_recording():
             status = hop.status
-            target, _, query = hop.path.partition("?")
-            host, _, port = hop.authority.rpartition(":")
-            if not host:
-                host, port = hop.authority, ""
-            url = f"{hop.scheme}://{hop.authority}{hop.path}"
-            attributes: dict[str, str | int | bool] = {
-                **self.static_attributes,
-                "guid:x-request-id": hop.request_id,
-                "http.url": url,
-                "http.method": hop.method,
-                "http.protocol": hop.protocol,
-                "user_agent": hop.user_agent,
-                "peer.address": hop.downstream_address,
-                "request_size": hop.request_bytes,
-                "response_size": hop.response_bytes,
-                "upstream_cluster": hop.upstream_cluster,
-                "upstream_address": hop.upstream_address,
-                "http.status_code": status,
-                "response_flags": hop.response_flags,
-                "http.request.method": hop.method,
-                "network.protocol.version": hop.protocol.removeprefix("HTTP/"),
-                "server.address": host,
-            }
-            if port.isdigit():
-                attributes["server.port"] = int(port)
+            path = hop.path
+            host, port = self._authority(hop.authority)
+            url = f"{hop.scheme}://{hop.authority}{path}"
+            protocol = hop.protocol
+            method = hop.method
+            flags = hop.response_flags
+            attributes: dict[str, str | int | bool] = dict(self.static_attributes)
+            attributes["guid:x-request-id"] = hop.request_id
+            attributes["http.url"] = url
+            attributes["http.method"] = method
+            attributes["http.protocol"] = protocol
+            attributes["user_agent"] = hop.user_agent
+            attributes["peer.address"] = hop.downstream_address
+            attributes["request_size"] = hop.request_bytes
+            attributes["response_size"] = hop.response_bytes
+            attributes["upstream_cluster"] = hop.upstream_cluster
+            attributes["upstream_address"] = hop.upstream_address
+            attributes["http.status_code"] = status
+            attributes["response_flags"] = flags
+            attributes["http.request.method"] = method
+            attributes["network.protocol.version"] = protocol[5:] if protocol.startswith("HTTP/") else protocol
+            attributes["server.address"] = host
+            if port is not None:
+                attributes["server.port"] = port
             if status:
                 attributes["http.response.status_code"] = status
             if self.inbound:
+                target, _, query = path.partition("?")
                 attributes["url.path"] = target
                 attributes["url.scheme"] = hop.scheme
                 if query:
@@ -175,11 +240,10 @@ class HopTracer:
                     attributes["user_agent.original"] = hop.user_agent
             else:
                 attributes["url.full"] = url
-            failed = status >= 500 or status == 0 or (not self.inbound and status >= 400)
-            if failed:
+            if status >= 500 or status == 0 or (not self.inbound and status >= 400):
                 attributes["error"] = True
-                attributes["error.type"] = str(status) if status else (hop.response_flags or "no_response")
-                span.set_status(Status(StatusCode.ERROR, hop.response_flags if hop.response_flags != "-" else None))
+                attributes["error.type"] = str(status) if status else (flags or "no_response")
+                span.set_status(Status(StatusCode.ERROR, flags if flags != "-" else None))
             set_clean_attributes(span, attributes)
         span.end(end_time=end_ns)
 

@@ -68,3 +68,44 @@ def test_unsampled_hop_records_nothing_and_still_propagates() -> None:
     assert int(out[0][1][-2:], 16) & 1 == 0  # not sampled
     tracer.finish(span, Hop("inbound", 0.0, status=200), 2)
     assert tracer.ids(span)[0]
+
+
+INCOMING: list[dict[bytes, bytes]] = [
+    {},
+    {b"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    {b"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+     b"tracestate": b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"},
+    {b"b3": b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"},
+    {b"b3": b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d"},
+    {b"b3": b"0"},
+    {b"x-b3-traceid": b"463ac35c9f6413ad", b"x-b3-spanid": b"463ac35c9f6413ad"},
+    {b"uber-trace-id": b"463ac35c9f6413ad:463ac35c9f6413ad:0:3"},
+    {b"ot-tracer-traceid": b"463ac35c9f6413ad", b"ot-tracer-spanid": b"463ac35c9f6413ad",
+     b"ot-tracer-sampled": b"true", b"ot-baggage-user": b"alice"},
+    {b"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", b"baggage": b"k=v"},
+    {b"x-envoy-force-trace": b"true", b"x-request-id": b"abc"},
+]
+
+
+def test_injected_headers_are_the_propagators_own() -> None:
+    """Whatever path inject takes, the headers sent upstream are exactly what the configured propagator writes
+    for the hop span (minus baggage and x-request-id, which pass through unchanged), in the same order."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    formats = ["tracecontext", "baggage", "b3multi", "b3", "jaeger", "ottrace"]
+    for sampler in (ALWAYS_ON, ALWAYS_OFF):
+        for chosen in (formats, ["b3"], ["jaeger", "tracecontext"]):
+            propagator = MeshPropagator(chosen)
+            provider = TracerProvider(sampler=sampler)
+            tracer = HopTracer(provider.get_tracer("test"), propagator, inbound=True)
+            for incoming in INCOMING:
+                span, context = tracer.start(incoming, "x:80/*", 1)
+                out: Headers = []
+                tracer.inject(span, context, out)
+                carrier: dict[str, str] = {}
+                propagator.inject(carrier, context=trace.set_span_in_context(span, context))
+                expected = [(name.lower().encode(), value.encode()) for name, value in carrier.items()
+                            if name.lower() not in ("x-request-id", "baggage")
+                            and not name.lower().startswith(("uberctx-", "ot-baggage-"))]
+                assert out == expected, (chosen, incoming, sampler)
