@@ -4,7 +4,8 @@ Only routes with `retries` get them (without rules nothing changes). Attempt n c
 `http.request.resend_count = n - 1` from the first retry on (OTel HTTP semantic conventions: absent on the first
 try). An attempt span ends when its try fails and is retried (with the status or the failure that caused it), or
 with the exchange. The spans come from the hop tracer's provider so they land in the same export pipeline as the
-hop span; without one, from `meshtrace.get_tracer`. Trace headers sent upstream stay those of the hop span.
+hop span; without one, from `meshtrace.get_tracer`; both through `meshtrace.spans.start_span`, the core's cheapest
+way to start an SDK span. Trace headers sent upstream stay those of the hop span.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 import meshtrace
+from meshtrace.spans import start_span
 
 __all__ = ["end_attempt", "start_attempt"]
 
@@ -39,8 +41,7 @@ def start_attempt(tracer: trace.Tracer | None, hop_span: trace.Span, hop_context
         attributes["server.port"] = int(port)
     if attempt > 1:
         attributes["http.request.resend_count"] = attempt - 1
-    return _tracer(tracer).start_span(f"{name} attempt {attempt}", context=context, kind=SpanKind.CLIENT,
-                                      attributes=attributes)
+    return start_span(_tracer(tracer), f"{name} attempt {attempt}", context, SpanKind.CLIENT, attributes)
 
 
 def end_attempt(span: trace.Span, status: int, error: str = "") -> None:
