@@ -49,7 +49,7 @@ __all__ = ["Cluster", "RuleRouter"]
 class Cluster:
     """The hosts of one `outbound|port|subset|host` cluster and how to choose among them."""
 
-    __slots__ = ("balancer", "hash_key", "hosts", "limits", "name", "outlier", "policy")
+    __slots__ = ("balancer", "hash_key", "hosts", "limits", "name", "only", "outlier", "policy")
 
     def __init__(self, name: str, hosts: list[Host], policy: TrafficPolicy | None, rng: random.Random, *,
                  limits: ClusterLimits | None = None, outlier: OutlierDetector | None = None) -> None:
@@ -61,6 +61,8 @@ class Cluster:
         ch = policy.consistent_hash if policy is not None else None
         self.balancer: Balancer = make_balancer(policy.simple if policy else "ROUND_ROBIN", ch is not None, rng)
         self.hash_key = _hash_key(ch) if ch is not None else None
+        # One host and nothing that could eject it: no choice to make per request.
+        self.only = hosts[0] if len(hosts) == 1 and outlier is None else None
 
     def pick(self, view: RequestView, peer: str) -> Host | None:
         hosts = self.hosts if self.outlier is None else self.outlier.healthy()
@@ -274,12 +276,13 @@ class RuleRouter:
 
     def _decide(self, chosen: _Target, view: RequestView, peer: str, target: bytes,  # noqa: PLR0917
                 authority: bytes, rewrite_host: bool, port: int) -> RouteDecision:
-        cluster = chosen.cluster(port)
-        host = cluster.pick(view, peer)
+        cluster = chosen.clusters.get(port) or chosen.cluster(port)
+        host = cluster.only or cluster.pick(view, peer)
         if host is None:
             route = Route("", 0, cluster.name, chosen.rule.name, chosen.rule.span_path, None)
             return RouteDecision(route, target, authority, rewrite_host, chosen.policy, no_host=True)
-        return RouteDecision(chosen.route_for(cluster, host), target, authority, rewrite_host, chosen.policy)
+        route = chosen.routes.get(id(host)) or chosen.route_for(cluster, host)
+        return RouteDecision(route, target, authority, rewrite_host, chosen.policy)
 
     def describe(self) -> dict[str, object]:
         """For /config_dump: what is in force."""
