@@ -160,8 +160,9 @@ def _cubic_points(d: str, steps: int = 50) -> list[tuple[float, float]]:
     return out
 
 
-BOOKINFO_APPS = [Edge("unknown", "productpage", 9), Edge("productpage", "details", 9), Edge("productpage", "reviews", 9),
-                 Edge("reviews", "ratings", 9), Edge("reviews", "127.0.0.1", 9, 9), Edge("ratings", "details", 9)]
+BOOKINFO_APPS = [
+    Edge("unknown", "productpage", 9), Edge("productpage", "details", 9), Edge("productpage", "reviews", 9),
+    Edge("reviews", "ratings", 9), Edge("reviews", "127.0.0.1", 9, 9), Edge("ratings", "details", 9)]
 # Tall columns (three reviews versions), an arc over them, and a call back up the graph (a cycle).
 WORKLOADS_WITH_CYCLE = [
     Edge("unknown", "productpage-v1", 9), Edge("productpage-v1", "details-v1", 9),
