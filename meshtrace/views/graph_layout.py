@@ -156,7 +156,7 @@ def _shape(edge: Edge, span: int, source: Point, destination: Point, between: Se
         sx, sy, dx, dy = x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2
         bend = (dx - sx) / 2
         curve = ((sx, sy), (sx + bend, sy), (dx - bend, dy), (dx, dy))
-        label_at = ((sx + dx) / 2, (sy + dy) / 2 - 6)
+        label_at = ((sx + dx) / 2, (sy + dy) / 2 - 8)  # descenders and halo clear of the curve
     return EdgeShape(edge, curve, _label(edge), label_at, RED if edge.errors else GREY)
 
 

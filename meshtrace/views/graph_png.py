@@ -1,11 +1,12 @@
 """The service graph as a PNG picture: the SVG's drawing, rasterised with Pillow.
 
-Theory of operation. Paints the same `GraphLayout` as `graph_svg`, in the same order (edges with their labels,
-then nodes), so the two pictures match. Pillow draws lines and shapes without anti-aliasing, so the picture is
-painted at twice the size asked for and shrunk with a Lanczos filter, which smooths the curves and arrowheads.
-Curves are flattened into short straight segments. Text uses DejaVu Sans when the system has it (close to the
-SVG's Helvetica/Arial) and Pillow's built-in scalable font otherwise, so no system library or font is required.
-Pillow is the optional `png` extra: without it, asking for a PNG is a clear error and nothing else changes.
+Theory of operation. Paints the same `GraphLayout` as `graph_svg`, in the same order (edges, then their labels over
+every curve, then nodes), so the two pictures match. Pillow draws lines and shapes without anti-aliasing, so the
+picture is painted at twice the size asked for and shrunk with a Lanczos filter, which smooths the curves and
+arrowheads. Curves are flattened into short straight segments. Text uses DejaVu Sans when the system has it (close
+to the SVG's Helvetica/Arial) and Pillow's built-in scalable font otherwise, so no system library or font is
+required. Pillow is the optional `png` extra: without it, asking for a PNG is a clear error and nothing else
+changes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["bezier_points", "render_png"]
 
 _SUPERSAMPLE = 2
-_STROKE, _NODE_STROKE, _LABEL_HALO = 1.6, 1.2, 1.5     # as the SVG's stroke widths (its halo is 3 wide, centred)
+_STROKE, _NODE_STROKE, _LABEL_HALO = 1.6, 1.2, 2.0     # as the SVG's stroke widths (its halo is 3 wide, centred)
 _ARROW = 7 * _STROKE                                   # the SVG marker: 7 stroke widths long and wide
 
 
@@ -71,10 +72,13 @@ def _arrowhead(curve: tuple[Point, Point, Point, Point], k: float) -> list[Point
     return [(x * k, y * k) for x, y in corners]
 
 
-def _paint_edge(draw: ImageDraw.ImageDraw, shape: EdgeShape, k: float, font: Font) -> None:
+def _paint_edge(draw: ImageDraw.ImageDraw, shape: EdgeShape, k: float) -> None:
     points = [(x * k, y * k) for x, y in bezier_points(shape.curve)]
     draw.line(points, fill=shape.colour, width=max(1, round(_STROKE * k)), joint="curve")
     draw.polygon(_arrowhead(shape.curve, k), fill=shape.colour)
+
+
+def _paint_label(draw: ImageDraw.ImageDraw, shape: EdgeShape, k: float, font: Font) -> None:
     lx, ly = shape.label_at
     draw.text((lx * k, ly * k), shape.label, font=font, fill=shape.colour, anchor="ms",
               stroke_width=max(1, round(_LABEL_HALO * k)), stroke_fill="#ffffff")
@@ -97,7 +101,9 @@ def render_png(edges: Sequence[Edge], *, title: str = "service graph", scale: fl
     draw.text((layout.title_at[0] * k, layout.title_at[1] * k), title, font=_font(15 * k, bold=True),
               fill=TITLE_TEXT, anchor="ls")
     for shape in layout.edges:
-        _paint_edge(draw, shape, k, label_font)
+        _paint_edge(draw, shape, k)
+    for shape in layout.edges:  # after every curve, so none is drawn across a label
+        _paint_label(draw, shape, k, label_font)
     for node in layout.nodes:
         draw.rounded_rectangle((node.x * k, node.y * k, (node.x + node.width) * k, (node.y + node.height) * k),
                                radius=8 * k, fill=node.fill, outline=NODE_STROKE,

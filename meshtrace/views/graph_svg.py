@@ -1,8 +1,8 @@
 """The service graph as a standalone SVG picture.
 
 Theory of operation. Paints a `GraphLayout` as it is: edges first (so nodes cover their ends), each a cubic path
-with an arrowhead marker, then its label with a white halo so it stays readable across other curves, then the
-nodes. Edges and nodes carry `data-` attributes naming their services, for tests and for styling by hand.
+with an arrowhead marker, then every label with a white halo (after all curves, so no curve is drawn across a
+label), then the nodes. Edges and nodes carry `data-` attributes naming their services, for tests and for styling by hand.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ def render_svg(edges: Sequence[Edge], *, title: str = "service graph") -> str:
     ]
     for shape in layout.edges:
         (sx, sy), (c1x, c1y), (c2x, c2y), (dx, dy) = shape.curve
-        lx, ly = shape.label_at
         edge = shape.edge
         parts.append(f'<path class="edge" data-source="{esc(edge.source)}" data-destination="{esc(edge.destination)}" '
                      f'd="M {sx} {sy} C {c1x} {c1y}, {c2x} {c2y}, {dx} {dy}" fill="none" stroke="{shape.colour}" '
                      f'stroke-width="1.6" marker-end="url(#{"arrow-error" if shape.failing else "arrow"})"/>')
+    for shape in layout.edges:
+        lx, ly = shape.label_at
         parts.append(f'<text x="{lx}" y="{ly}" text-anchor="middle" fill="{shape.colour}" '
                      f'stroke="#fff" stroke-width="3" paint-order="stroke">{esc(shape.label)}</text>')
     for node in layout.nodes:
