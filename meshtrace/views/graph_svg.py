@@ -2,7 +2,8 @@
 
 Theory of operation. Paints a `GraphLayout` as it is: edges first (so nodes cover their ends), each a cubic path
 with an arrowhead marker, then every label with a white halo (after all curves, so no curve is drawn across a
-label), then the nodes. Edges and nodes carry `data-` attributes naming their services, for tests and for styling by hand.
+label), then the nodes. Edges and nodes carry `data-` attributes naming their services, for tests and for
+styling by hand.
 """
 
 from __future__ import annotations
