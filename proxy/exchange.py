@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
@@ -34,8 +33,9 @@ from .hop import Hop, Workload
 from .mirror import send_mirror
 from .peer import decode_peer
 from .pool import ConnectionPool
+from .request_id import new_request_id
 from .retry import RetryPolicy
-from .router import RouteDecision, split_authority
+from .router import Route, RouteDecision, split_authority
 from .upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -170,15 +170,11 @@ class Exchange:
         request_id = hmap.get(b"x-request-id")
         added_id = not request_id
         if added_id:
-            request_id = str(uuid.uuid4()).encode()
+            request_id = new_request_id()
         self.request_id = request_id or b""
         tracer = ctx.tracer
         if tracer is not None:
-            if decision is not None:
-                route = decision.route
-                name = f"{split_host(self.authority, route.port)}:{route.port}{route.span_path}"
-            else:
-                name = f"{self.authority.decode('latin-1')}/*"
+            name = _span_name(self.authority, decision.route if decision is not None else None)
             self._span, self._trace_context = tracer.start(hmap, name, self.start_ns)
         if ctx.inbound:
             self.source = decode_peer(hmap.get(ctx.peer_header))
@@ -776,6 +772,25 @@ class Exchange:
             hop.trace_id, hop.span_id = tracer.ids(span)
             tracer.finish(span, hop, end_ns)
         ctx.report(hop)
+
+
+_SPAN_NAMES: dict[tuple[bytes, int, str], str] = {}
+
+
+def _span_name(authority: bytes, route: Route | None) -> str:
+    """Istio's `{host}:{port}{path}` span name (`{authority}/*` without a route), cached: a sidecar sees the same
+    few authorities and routes over and over."""
+    key = (authority, route.port, route.span_path) if route is not None else (authority, -1, "")
+    name = _SPAN_NAMES.get(key)
+    if name is None:
+        if route is not None:
+            name = f"{split_host(authority, route.port)}:{route.port}{route.span_path}"
+        else:
+            name = f"{authority.decode('latin-1')}/*"
+        if len(_SPAN_NAMES) >= 4096:
+            _SPAN_NAMES.clear()         # a client inventing authorities must not grow this forever
+        _SPAN_NAMES[key] = name
+    return name
 
 
 def split_host(authority: bytes, default_port: int) -> str:

@@ -1,0 +1,37 @@
+"""Request ids the sidecar makes are version-4 UUIDs, all different, and a forked child never repeats its parent's."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from meshtrace.proxy.request_id import new_request_id
+
+
+def test_ids_are_distinct_version_4_uuids() -> None:
+    ids = [new_request_id() for _ in range(2000)]     # several refills of the buffer
+    assert len(set(ids)) == len(ids)
+    for value in ids[:600]:
+        parsed = uuid.UUID(value.decode("ascii"))
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed).encode() == value
+
+
+def test_forked_child_does_not_repeat_the_parents_ids() -> None:
+    new_request_id()                                  # a buffer with ids still unused is now held
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                      # pragma: no cover - runs in the child
+        os.close(read)
+        os.write(write, b"".join(new_request_id() for _ in range(10)))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    parent = b"".join(new_request_id() for _ in range(10))
+    child_ids = {child[i:i + 36] for i in range(0, len(child), 36)}
+    parent_ids = {parent[i:i + 36] for i in range(0, len(parent), 36)}
+    assert len(child_ids) == 10
+    assert not child_ids & parent_ids
