@@ -152,8 +152,20 @@ def test_fifty_header_routes_each_reach_their_own_rule_through_the_router() -> N
 def test_a_header_named_twice_in_one_block_must_hold_both_ways() -> None:
     twice = RequestMatch(headers=(("X-Route", StringMatch("exact", "a")), ("x-route", StringMatch("exact", "b"))))
     once = RequestMatch(headers=(("x-route", StringMatch("exact", "a")),))
-    table = MatchTable([(0, [twice]), (1, [once])])
+    other = RequestMatch(headers=(("x-route", StringMatch("exact", "c")),))
+    table = MatchTable([(0, [twice]), (1, [once]), (2, [other])])
     assert table.key == ("header", b"x-route")
     hit = table.first(RequestView(b"GET", b"/", b"", b"svc", b"http", {b"x-route": b"a"}))
     assert hit is not None
     assert hit[1] == 1
+
+
+def test_the_index_dispatches_on_the_field_that_splits_the_rules_finest() -> None:
+    get = StringMatch("exact", "GET")
+    specs = [[RequestMatch(method=get, headers=(("x-user", StringMatch("exact", f"u{i}")),))] for i in range(10)]
+    table = MatchTable(list(enumerate(specs)))
+    assert table.key == ("header", b"x-user")     # not the method every rule shares
+    hit = table.first(RequestView(b"GET", b"/", b"", b"svc", b"http", {b"x-user": b"u9"}))
+    assert hit is not None
+    assert hit[1] == 9
+    assert table.first(RequestView(b"POST", b"/", b"", b"svc", b"http", {b"x-user": b"u9"})) is None
