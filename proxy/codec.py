@@ -66,11 +66,12 @@ class RequestHead:
 class ResponseHead:
     """A parsed response head from an upstream."""
 
-    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status", "version")
+    __slots__ = ("chunked", "connection", "content_length", "headers", "keep_alive", "status", "version")
 
     def __init__(self, status: int, version: bytes, headers: Headers, *, keep_alive: bool,
-                 chunked: bool, content_length: bytes | None) -> None:
+                 chunked: bool, content_length: bytes | None, connection: bytes | None = None) -> None:
         self.status = status
+        self.connection = connection    # the Connection value(s), comma-joined; None without one
         self.version = version
         self.headers = headers
         self.keep_alive = keep_alive
@@ -248,16 +249,19 @@ class ResponseCodec:
         self._in_body = True
         chunked = False
         length: bytes | None = None
+        connection: bytes | None = None
         for name, value in self._headers:
             if name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"connection":
+                connection = value if connection is None else connection + b"," + value
         no_body = self.head_request or status in (204, 304) or status == 101
         self.close_delimited = not (no_body or chunked or length is not None)
         self.sink.on_response_head(ResponseHead(
             status, parser.get_http_version().encode(), self._headers, keep_alive=parser.should_keep_alive(),
-            chunked=chunked, content_length=length))
+            chunked=chunked, content_length=length, connection=connection))
         if self.head_request:
             self._in_body = False
             self.sink.on_response_end()

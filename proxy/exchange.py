@@ -28,7 +28,7 @@ from . import flags, localreply
 from .attempt_span import end_attempt, start_attempt
 from .codec import RequestHead, ResponseHead, encode_request_head, encode_response_head
 from .errors import UpstreamError
-from .headers import HOP_BY_HOP, Headers, connection_tokens
+from .headers import Headers
 from .hop import Hop, Workload
 from .mirror import send_mirror
 from .peer import decode_peer
@@ -50,8 +50,6 @@ logger = logging.getLogger("meshtrace.proxy")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CRLF = b"\r\n"
-# Response headers never passed on (Transfer-Encoding is re-framed; Content-Length passes).
-_RESPONSE_DROP = HOP_BY_HOP
 _TUNNEL_KEEP = frozenset({b"connection", b"upgrade"})
 KEEP_LIMIT = 64 * 1024      # request body bytes kept for retries; a bigger body is never retried
 
@@ -200,10 +198,8 @@ class Exchange:
                 self.kept_size = self.pending_size
             self.mirror_out = []
 
-        drop = ctx.request_drop
         connection = hmap.get(b"connection")
-        if connection is not None:
-            drop = drop | connection_tokens(connection)
+        drop = ctx.request_drop if connection is None else ctx.drop_with(False, connection)
         if decision.rewrite_host:
             drop = drop | {b"host"}
         out: Headers = [pair for pair in head.headers if pair[0] not in drop]
@@ -509,12 +505,10 @@ class Exchange:
         self.status = status
         self.up_keep_alive = head.keep_alive
         peer = ctx.peer_header
-        drop = _RESPONSE_DROP
-        for name, value in head.headers:
-            if name == b"connection":
-                drop = drop | connection_tokens(value)
-        # A 101 must keep Connection/Upgrade: they tell the client which protocol now runs.
-        drop = (drop - _TUNNEL_KEEP) | {peer} if status == 101 and self.head.upgrade else drop | {peer}
+        connection = head.connection
+        drop = ctx.response_drop if connection is None else ctx.drop_with(True, connection)
+        if status == 101 and self.head.upgrade:
+            drop = drop - _TUNNEL_KEEP  # a 101 must keep Connection/Upgrade: they say which protocol now runs
         out: Headers = []
         for pair in head.headers:
             name = pair[0]

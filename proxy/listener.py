@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .codec import MAX_HEADER_BYTES
-from .headers import HOP_BY_HOP, TRACE_HEADERS
+from .headers import HOP_BY_HOP, TRACE_HEADERS, connection_tokens
 from .hop import Direction, Hop, HopObserver, Workload
 from .peer import PEER_HEADER, encode_peer
 from .pool import PoolSet
@@ -51,7 +51,9 @@ class ListenerContext:
     peer_header: bytes = field(init=False)
     peer_value: bytes = field(init=False)
     request_drop: frozenset[bytes] = field(init=False)
+    response_drop: frozenset[bytes] = field(init=False)
     inbound: bool = field(init=False)
+    _drops: dict[tuple[bool, bytes], frozenset[bytes]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.peer_header = PEER_HEADER.encode()
@@ -61,6 +63,20 @@ class ListenerContext:
         # itself), a peer header nobody may spoof, and, when this proxy traces, the old trace headers.
         drop = HOP_BY_HOP | {b"expect", self.peer_header}
         self.request_drop = drop | TRACE_HEADERS if self.tracer is not None else drop
+        # Stripped from every response: hop-by-hop headers and the peer header (read on the outbound side).
+        self.response_drop = HOP_BY_HOP | {self.peer_header}
+
+    def drop_with(self, response: bool, connection: bytes) -> frozenset[bytes]:
+        """`request_drop`/`response_drop` plus the names a `Connection` value lists, cached: peers send the same
+        one or two values (`keep-alive`, `close`) every time."""
+        key = (response, connection)
+        drop = self._drops.get(key)
+        if drop is None:
+            drop = (self.response_drop if response else self.request_drop) | connection_tokens(connection)
+            if len(self._drops) >= 64:
+                self._drops.clear()     # a client inventing Connection values must not grow this forever
+            self._drops[key] = drop
+        return drop
 
     def report(self, hop: Hop) -> None:
         """Hand a finished hop to every observer; an observer's bug is logged, never raised into the proxy."""
