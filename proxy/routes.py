@@ -5,7 +5,7 @@ Theory of operation. Everything is compiled when the rules load (`RuleRouter(rul
 clusters (ServiceEntry endpoints filtered by subset labels) and their balancers. Each VirtualService's rules
 become one `MatchTable` (match_index.py): a request is dispatched on the field most rules need one exact value of
 (say a header) and tries only the rules that could still match it, in Istio's first-match order, through
-precompiled closures. The VirtualService of a host is looked up once per host name and cached.
+precompiled closures. A Host header value is split and its VirtualService looked up once, then cached.
 
 A host no VirtualService names goes to its ServiceEntry/DestinationRule cluster if it has one, else to the plain
 `OutboundRouter` (Istio's ALLOW_ANY passthrough). A host a VirtualService names but no rule matches gets no route
@@ -39,11 +39,15 @@ from .mirror import MirrorPolicy
 from .outlier import OutlierDetector
 from .policy import HeaderEdits, RoutePolicy, merge_edits
 from .retry import RetryPolicy
-from .router import OutboundRouter, Route, RouteDecision, outbound_target
+from .router import OutboundRouter, Route, RouteDecision, outbound_target, split_authority
 from .split import WeightedChoice
 from .vs_match import RequestView
 
-__all__ = ["Cluster", "RuleRouter"]
+__all__ = ["MAX_CACHED_AUTHORITIES", "Cluster", "RuleRouter"]
+
+MAX_CACHED_AUTHORITIES = 4096
+_Destination = tuple[str, int, "MatchTable[_Rule] | None"]
+_UNSEEN: _Destination = ("", 0, None)
 
 
 class Cluster:
@@ -164,7 +168,9 @@ class RuleRouter:
                 else:
                     self._exact.setdefault(host, compiled)
         self._wildcards.sort(key=lambda pair: -len(pair[0]))
-        self._lookup_cache: dict[str, MatchTable[_Rule] | None] = {}
+        # Host header value -> (host, port, its VirtualService's rules), None for no route (our own listener, or
+        # not host[:port]): requests to a service repeat one Host, so it is decoded and looked up once.
+        self._by_authority: dict[bytes, _Destination | None] = {}
 
     # -- compile -------------------------------------------------------------------------------------------------
     def _compile(self, vs: VirtualService, index: int, spec: HttpRoute) -> _Rule:
@@ -236,24 +242,36 @@ class RuleRouter:
         return target
 
     def _rules_for(self, host: str) -> MatchTable[_Rule] | None:
-        try:
-            return self._lookup_cache[host]
-        except KeyError:
-            pass
         rules = self._exact.get(host)
         if rules is None:
             rules = next((r for suffix, r in self._wildcards if host.endswith(suffix)), None)
-        if len(self._lookup_cache) < 4096:
-            self._lookup_cache[host] = rules
         return rules
+
+    def _destination(self, authority: bytes) -> _Destination | None:
+        address = split_authority(authority)
+        dest = None if address is None or address in self.own else (*address, self._rules_for(address[0]))
+        if len(self._by_authority) >= MAX_CACHED_AUTHORITIES:    # bounded against a flood of made-up Hosts
+            self._by_authority.clear()
+        self._by_authority[authority] = dest
+        return dest
 
     # -- per request ---------------------------------------------------------------------------------------------
     def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None:
-        found = outbound_target(head, self.own)
-        if found is None:
+        target = head.target
+        if target[:1] == b"/":
+            authority = head.hmap.get(b"host", b"")
+            rewrite_host = False
+        else:
+            found = outbound_target(head, self.own)     # absolute-form: the URL's authority replaces Host
+            if found is None:
+                return None
+            target, authority, rewrite_host, _ = found
+        dest = self._by_authority.get(authority, _UNSEEN)
+        if dest is _UNSEEN:
+            dest = self._destination(authority)
+        if dest is None:
             return None
-        target, authority, rewrite_host, (host, port) = found
-        rules = self._rules_for(host)
+        host, port, rules = dest
         path, _, query = target.partition(b"?")
         view = RequestView(head.method, path, query, authority, b"http", head.hmap)
         if rules is None:

@@ -7,10 +7,12 @@ import random
 import re
 from urllib.parse import parse_qsl
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from traffic_support import API, head
 
+from meshtrace.proxy import routes
 from meshtrace.proxy.istio_config import RequestMatch, StringMatch, parse_rules
 from meshtrace.proxy.match_index import MatchTable
 from meshtrace.proxy.routes import RuleRouter
@@ -169,3 +171,21 @@ def test_the_index_dispatches_on_the_field_that_splits_the_rules_finest() -> Non
     assert hit is not None
     assert hit[1] == 9
     assert table.first(RequestView(b"POST", b"/", b"", b"svc", b"http", {b"x-user": b"u9"})) is None
+
+
+def test_host_lookups_stay_right_past_the_cache_bound_and_own_listeners_get_no_route(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routes, "MAX_CACHED_AUTHORITIES", 4)
+    vs = API + ("kind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [reviews]\n  http:\n"
+                "  - route: [{destination: {host: v1}}]\n")
+    router = RuleRouter(parse_rules(vs, "rules.yaml"), {("127.0.0.1", 15001)}, rng=random.Random(1))
+    for n in range(3):
+        for host in ["reviews", "REVIEWS:80", "other:81", "127.0.0.1:15001", "a:b", "reviews"]:
+            decision = router.route(head(f"/{n}", host=host))
+            cluster = decision.route.cluster if decision is not None else None
+            assert cluster == {"reviews": "outbound|80||v1", "REVIEWS:80": "outbound|80||v1",
+                               "other:81": "outbound|81||other"}.get(host), host
+    assert len(router._by_authority) <= 4
+    absolute = router.route(head("http://reviews:80/x", host="ignored"))
+    assert absolute is not None
+    assert (absolute.route.cluster, absolute.target, absolute.rewrite_host) == ("outbound|80||v1", b"/x", True)
