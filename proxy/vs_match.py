@@ -44,7 +44,7 @@ def compile_string(match: StringMatch, *, ignore_case: bool = False) -> BytesPre
 class RequestView:
     """What matching reads from one request, computed lazily and at most once."""
 
-    __slots__ = ("_query", "authority", "hmap", "method", "path", "query_text", "scheme")
+    __slots__ = ("_lower_path", "_query", "authority", "hmap", "method", "path", "query_text", "scheme")
 
     def __init__(self, method: bytes, path: bytes, query_text: bytes, authority: bytes, scheme: bytes,  # noqa: PLR0917
                  hmap: dict[bytes, bytes]) -> None:
@@ -55,6 +55,14 @@ class RequestView:
         self.scheme = scheme
         self.hmap = hmap
         self._query: dict[bytes, bytes] | None = None
+        self._lower_path: bytes | None = None
+
+    @property
+    def lower_path(self) -> bytes:
+        """The path lower-cased once, however many `ignoreUriCase` rules look at it."""
+        if self._lower_path is None:
+            self._lower_path = self.path.lower()
+        return self._lower_path
 
     @property
     def query(self) -> dict[bytes, bytes]:
@@ -137,7 +145,7 @@ def conditions(spec: RequestMatch) -> list[Condition]:
     if spec.uri is not None:
         if spec.ignore_uri_case:
             uri = compile_string(spec.uri, ignore_case=True)
-            out.append(Condition(lambda view: uri(view.path.lower())))
+            out.append(Condition(lambda view: uri(view.lower_path)))
         else:
             out.append(_field(spec.uri, lambda view: view.path, ("uri", b"")))
     if spec.method is not None:

@@ -189,3 +189,19 @@ def test_host_lookups_stay_right_past_the_cache_bound_and_own_listeners_get_no_r
     absolute = router.route(head("http://reviews:80/x", host="ignored"))
     assert absolute is not None
     assert (absolute.route.cluster, absolute.target, absolute.rewrite_host) == ("outbound|80||v1", b"/x", True)
+
+
+def test_ignore_uri_case_rules_see_the_path_lowered_and_the_rest_as_sent() -> None:
+    specs = [[RequestMatch(uri=StringMatch("exact", "/Shop"), ignore_uri_case=True,
+                           headers=(("x-v", StringMatch("exact", "B")),))],
+             [RequestMatch(uri=StringMatch("regex", "/shop/[a-z]+"), ignore_uri_case=True)],
+             [RequestMatch(uri=StringMatch("prefix", "/SHOP"))]]
+    table = MatchTable(list(enumerate(specs)))
+
+    def first(path: bytes, hmap: dict[bytes, bytes]) -> int | None:
+        hit = table.first(RequestView(b"GET", path, b"", b"svc", b"http", hmap))
+        return hit[1] if hit else None
+    assert first(b"/sHoP", {b"x-v": b"B"}) == 0
+    assert first(b"/sHoP", {b"x-v": b"b"}) is None          # header values keep their case
+    assert first(b"/SHOP/ITEM", {}) == 1
+    assert first(b"/SHOP/42", {}) == 2
