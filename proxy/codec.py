@@ -287,18 +287,17 @@ def _status_line(status: int) -> bytes:
     return line
 
 
+_JOIN_PAIR = b": ".join     # a (name, value) pair -> b"name: value", in C
+
+
 def encode_response_head(status: int, headers: Headers) -> bytes:
     """`HTTP/1.1 <status> <reason>` and the headers, ready for `transport.write`."""
-    parts = [_status_line(status)]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    if not headers:
+        return _status_line(status) + b"\r\n"
+    return b"%s%s\r\n\r\n" % (_status_line(status), b"\r\n".join(map(_JOIN_PAIR, headers)))
 
 
 def encode_request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    if not headers:
+        return b"%s %s HTTP/1.1\r\n\r\n" % (method, target)
+    return b"%s %s HTTP/1.1\r\n%s\r\n\r\n" % (method, target, b"\r\n".join(map(_JOIN_PAIR, headers)))

@@ -509,14 +509,12 @@ class Exchange:
         drop = ctx.response_drop if connection is None else ctx.drop_with(True, connection)
         if status == 101 and self.head.upgrade:
             drop = drop - _TUNNEL_KEEP  # a 101 must keep Connection/Upgrade: they say which protocol now runs
-        out: Headers = []
-        for pair in head.headers:
-            name = pair[0]
-            if name in drop:
-                if name == peer and not ctx.inbound:
-                    self.destination = decode_peer(pair[1])
-                continue
-            out.append(pair)
+        headers = head.headers
+        out: Headers = [pair for pair in headers if pair[0] not in drop]
+        if not ctx.inbound and len(out) != len(headers):
+            for name, value in headers:
+                if name == peer:
+                    self.destination = decode_peer(value)   # who answered, as its sidecar says
         if ctx.inbound:
             out.append((peer, ctx.peer_value))
         decision = self.decision
