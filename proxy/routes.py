@@ -159,9 +159,11 @@ class RuleRouter:
         self._wildcards: list[tuple[str, MatchTable[_Rule]]] = []
         self._defaults: dict[str, _Target] = {}
         self.limits: dict[str, ClusterLimits] = {}      # circuit breakers by cluster name, shared by its routes
+        self._tables: list[MatchTable[_Rule]] = []     # one per VirtualService, in order, for describe()
         for vs in rules.virtual_services:
             compiled = MatchTable([(self._compile(vs, i, spec), spec.match) for i, spec in enumerate(vs.http)],
                                   indexed=indexed)
+            self._tables.append(compiled)
             for host in vs.hosts:
                 if host.startswith("*"):
                     self._wildcards.append((host[1:], compiled))
@@ -307,7 +309,9 @@ class RuleRouter:
         return {
             "files": list(self.rules.files),
             "virtual_services": [{"name": vs.name, "hosts": list(vs.hosts), "source": vs.source,
-                                  "http": [h.name or h.source for h in vs.http]} for vs in self.rules.virtual_services],
+                                  "http": [h.name or h.source for h in vs.http],
+                                  "dispatched_on": _key_text(table)}
+                                 for vs, table in zip(self.rules.virtual_services, self._tables, strict=True)],
             "destination_rules": [{"name": dr.name, "host": dr.host, "subsets": [s.name for s in dr.subsets],
                                    "source": dr.source} for dr in self.rules.destination_rules],
             "service_entries": [{"name": se.name, "hosts": list(se.hosts),
@@ -317,6 +321,14 @@ class RuleRouter:
             "circuit_breakers": {name: limits.describe() for name, limits in self.limits.items()},
             "outlier_detection": {name: od.describe() for name, od in self.outliers.items()},
         }
+
+
+def _key_text(table: MatchTable[_Rule]) -> str | None:
+    """For /config_dump: which request field picks the rules to try (`header x-route`, `method`), None: all."""
+    if table.key is None:
+        return None
+    field, name = table.key
+    return f"{field} {name.decode('latin-1')}" if name else field
 
 
 def _service_port(se: ServiceEntry | None, request_port: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import cast
 from urllib.parse import parse_qsl
 
 import pytest
@@ -149,6 +150,8 @@ def test_fifty_header_routes_each_reach_their_own_rule_through_the_router() -> N
         assert decision.route.host == f"b{i}"
     assert router.route(head("/", host="bench", headers={"x-route": "r50"})) is None
     assert router.route(head("/", host="bench")) is None
+    described = cast("list[dict[str, object]]", router.describe()["virtual_services"])
+    assert [vs["dispatched_on"] for vs in described] == ["header x-route"]     # what /config_dump shows
 
 
 def test_a_header_named_twice_in_one_block_must_hold_both_ways() -> None:
