@@ -10,11 +10,20 @@ hint in the context; HintedSampler reads it before asking the configured sampler
                                            -> the configured sampler decides as for a root span (the span
                                               still joins the incoming trace; its trace state is kept);
 - otherwise                                -> the configured sampler (parent-based ones follow the parent's flag).
+
+Attribute-blind samplers. meshtrace starts its own spans on a lighter path (meshtrace.lightspan) that asks the
+sampler without the start attributes. That is only right for a sampler that neither reads the attributes nor
+returns any: the SDK's StaticSampler/TraceIdRatioBased/ParentBased, HintedSampler, and any sampler class
+declared with `declare_attribute_blind(cls, delegates)`, whose instances are blind when every sampler
+`delegates(instance)` returns is blind too (a wrapper is only as blind as what it wraps). Types are matched
+exactly: a subclass may read attributes, so it must be declared itself. A sampler nobody declared keeps
+seeing the attributes at start, as the SDK documents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import (
@@ -24,6 +33,7 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBased,
     Sampler,
     SamplingResult,
+    StaticSampler,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, get_current_span, set_span_in_context
@@ -32,7 +42,7 @@ from opentelemetry.util.types import Attributes
 
 from meshtrace.propagation._context import get_sampling_hint, is_debug, is_sampling_deferred
 
-__all__ = ["HintedSampler", "build_sampler"]
+__all__ = ["HintedSampler", "build_sampler", "declare_attribute_blind", "is_attribute_blind"]
 
 
 def build_sampler(name: str, ratio: float = 1.0) -> Sampler:
@@ -88,3 +98,50 @@ class HintedSampler(Sampler):
 def _parent_trace_state(parent_context: Context | None) -> TraceState | None:
     span_context = get_current_span(parent_context).get_span_context()
     return span_context.trace_state if span_context.is_valid else None
+
+
+Delegates = Callable[[Any], Iterable[object]]
+
+_PARENT_BASED_CHILDREN = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
+                          "_local_parent_sampled", "_local_parent_not_sampled")
+
+
+def _no_delegates(sampler: object) -> Iterable[object]:
+    return ()
+
+
+def _parent_based_children(sampler: object) -> Iterable[object]:
+    # Read defensively: a renamed SDK field yields None, which is not blind, so the span takes the SDK path.
+    return [getattr(sampler, child, None) for child in _PARENT_BASED_CHILDREN]
+
+
+def _delegate(sampler: object) -> Iterable[object]:
+    return (getattr(sampler, "delegate", None),)
+
+
+#: Exact sampler type -> the samplers an instance defers to (all of which must be blind as well).
+_blind: dict[type, Delegates] = {
+    StaticSampler: _no_delegates,
+    TraceIdRatioBased: _no_delegates,
+    ParentBased: _parent_based_children,
+    HintedSampler: _delegate,
+}
+
+
+def declare_attribute_blind(cls: type[Sampler], delegates: Delegates = _no_delegates) -> None:
+    """Declare that `cls.should_sample` neither reads `attributes` nor returns any (it passes them through).
+
+    `delegates(sampler)` lists the samplers an instance may defer to, e.g. `lambda s: (s.delegate,)` for a
+    wrapper; the instance counts as blind only when they all are. Only `cls` itself is declared, not its
+    subclasses. meshtrace's own spans then skip handing the sampler their start attributes (see
+    meshtrace.lightspan); spans are otherwise unchanged.
+    """
+    _blind[cls] = delegates
+
+
+def is_attribute_blind(sampler: object, _depth: int = 0) -> bool:
+    """True when `sampler` (and every sampler it defers to) was declared attribute-blind."""
+    delegates = _blind.get(type(sampler))
+    if delegates is None or _depth > 8:
+        return False
+    return all(is_attribute_blind(inner, _depth + 1) for inner in delegates(sampler))

@@ -8,10 +8,13 @@ meshtrace makes carry a handful of plain `str`/`int`/`bool`/`float` values that 
   nothing could tell the difference: every key a non-empty `str`, every value a plain scalar, the span an SDK
   span still recording, no value-length limit, and the attribute-count limit not reached. Anything else
   (another SDK, a limit in the way, a list value) takes `span.set_attributes`, which is always correct.
-- `start_span(tracer, ...)` starts the span without attributes and then writes them as above, but only when
-  no one could observe them missing at start: an SDK tracer whose sampler is one of the SDK's or meshtrace's
-  own (none of them reads attributes, and all return them unchanged) and whose span processors all ignore
-  `on_start`. A user's sampler or span processor gets them the public way, at start, as the SDK documents.
+- `start_span(tracer, ...)` first tries meshtrace.lightspan: the same SDK span built directly (see there),
+  for a tracer configured the usual way. Failing that (custom span limits, a disabled tracer, a non-SDK
+  tracer or processor fan-out, a sampler not declared attribute-blind), it starts an ordinary SDK span
+  without attributes and then writes them as above, but only when no one could observe them missing at
+  start: an attribute-blind sampler (meshtrace.sampling.is_attribute_blind; a wrapper sampler defined
+  elsewhere declares itself with `declare_attribute_blind`) and span processors that all ignore `on_start`.
+  A user's sampler or span processor otherwise gets them the public way, at start, as the SDK documents.
   Either way the span is started with `record_exception=False, set_status_on_exception=False`: callers attach
   the span's context themselves (no `use_span`) and record exceptions and status explicitly.
 
@@ -29,19 +32,17 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, StaticSampler, TraceIdRatioBased
 from opentelemetry.util.types import AttributeValue
 
-from meshtrace.sampling import HintedSampler
+from meshtrace.lightspan import start_light_span
+from meshtrace.sampling import declare_attribute_blind, is_attribute_blind
 
-__all__ = ["set_clean_attributes", "start_span"]
+__all__ = ["declare_attribute_blind", "set_clean_attributes", "start_span"]
 
 _PLAIN = frozenset({str, int, bool, float})
 _STR = frozenset({str})
 #: `on_start` implementations known to ignore the span (the SDK's own processors and the base class).
 _QUIET_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
-_PARENT_BASED_CHILDREN = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
-                          "_local_parent_sampled", "_local_parent_not_sampled")
 
 
 def set_clean_attributes(span: trace.Span, attributes: Mapping[str, AttributeValue]) -> None:
@@ -82,6 +83,9 @@ def start_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
 
     Exceptions are neither recorded nor turned into a status by the span itself (the caller does both).
     """
+    span = start_light_span(tracer, name, context, kind, attributes, start_time)
+    if span is not None:
+        return span
     if attributes and _attributes_may_follow(tracer):
         span = tracer.start_span(name, context, kind, None, (), start_time, False, False)
         set_clean_attributes(span, attributes)
@@ -104,7 +108,7 @@ def _attributes_may_follow(tracer: trace.Tracer) -> bool:
     cached = _verdicts.get(id(tracer))
     if cached is not None and cached[0] is tracer and cached[1] is sampler and cached[2] is processors:
         return cached[3]
-    verdict = processors is not None and _blind_sampler(sampler, 0) and all(
+    verdict = processors is not None and is_attribute_blind(sampler) and all(
         isinstance(processor, SpanProcessor) and type(processor).on_start in _QUIET_ON_START
         for processor in processors)
     if len(_verdicts) >= _MAX_VERDICTS:
@@ -112,17 +116,3 @@ def _attributes_may_follow(tracer: trace.Tracer) -> bool:
     _verdicts[id(tracer)] = (tracer, sampler, processors, verdict)
     return verdict
 
-
-def _blind_sampler(sampler: object, depth: int) -> bool:
-    """The sampler neither reads the attributes nor changes them (exact types: a subclass might)."""
-    if depth > 8:
-        return False
-    kind = type(sampler)
-    if kind is StaticSampler or kind is TraceIdRatioBased:
-        return True
-    if kind is HintedSampler:
-        delegate: Sampler = sampler.delegate  # type: ignore[attr-defined]
-        return _blind_sampler(delegate, depth + 1)
-    if kind is ParentBased:
-        return all(_blind_sampler(getattr(sampler, child, None), depth + 1) for child in _PARENT_BASED_CHILDREN)
-    return False
