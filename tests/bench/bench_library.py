@@ -33,26 +33,6 @@ from meshtrace.integrations import flask as mt_flask
 from meshtrace.integrations import requests as mt_requests
 from meshtrace.propagation import MeshPropagator
 
-#: Recorded figures, printed after the live ones so a regression is easy to spot. The machine (2 cores) is
-#: shared and loaded, so before/after were measured A/B in one sitting (interleaved short rounds, best kept).
-HISTORY = """\
-Recorded (us added per request over bare; OTel's instrumentation adds ~175-200 on Flask, ~110-130 outbound):
-  case                       before (724c2ba)   after (c20214b: extract/inject fast paths)
-  Flask, no trace headers    +43.4              +45.2   (unchanged: extraction was already skipped)
-  Flask, B3 + x-request-id   +77.0              +63.6   (extract 20 -> 8 us)
-  Outbound requests call     +71.1              +66.5   (inject 11 -> 6.4 us)
-  Full script after, loaded machine: +57.7 / +77.1 / +88.3 us, ratios 0.29 / 0.39 / 0.78 (goal 0.20).
-Span fast path (meshtrace.spans: attributes straight into the SDK span's dict, no per-value validation), A/B
-against 0b950d9 in one sitting, 4 interleaved process pairs, best kept, thread CPU time (wall time was too noisy):
-  Flask, no trace headers    +49.5 -> +40.6    Flask, B3 headers   +65.2 -> +54.5
-  Outbound requests call     +61.3 -> +59.7 (5 pairs, outbound only; within noise, ~2-3 us expected)
-What remains: the SDK span itself, ~15 us in a tight loop but ~27-36 us inside a Flask request (meshtrace's
-wrapper with a no-op tracer adds only ~13 us without headers, ~30 us with B3 headers, extraction included):
-Tracer.start_span's own body (flags, SpanContext, sampler), _Span.__init__ (BoundedAttributes, two BoundedLists,
-lock), start/end locks, _readable_span and the processor fan-out. Reaching +28 us needs a lighter span than the
-SDK's _Span, not cheaper calls into it.
-"""
-
 
 class NoOpExporter(SpanExporter):
     def __init__(self) -> None:
@@ -207,7 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
     provider.shutdown()
     print(f"\n(spans exported to the no-op exporter: {exporter.exported})\n")
-    print(HISTORY)
     return 0
 
 
