@@ -23,10 +23,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshtrace.integrations._base import Switch, log_failure
 from meshtrace.integrations._common import TracerCache, host_and_port, is_suppressed
-from meshtrace.propagation import CaseInsensitiveGetter
+from meshtrace.propagation import CaseInsensitiveGetter, MeshPropagator
 from meshtrace.spans import set_clean_attributes, start_span
 
-__all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse", "wsgi_wrapper"]
+__all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse", "extract_parent", "wsgi_wrapper"]
 
 #: Where the request's span lives in the WSGI environ: nested apps and exception hooks find it there.
 SPAN_KEY = "meshtrace.span"
@@ -188,7 +188,7 @@ def record_exception(environ: Mapping[str, Any], exc: BaseException) -> None:
 #: Header prefixes that carry baggage on their own (Jaeger `uberctx-`, OpenTracing `ot-baggage-`); they are
 #: not in a propagator's `fields`, so their presence alone sends a request through extraction.
 _BAGGAGE_PREFIXES = ("uberctx-", "ot-baggage-")
-_fields_cache: list[tuple[object, frozenset[str]]] = []
+_BAGGAGE_MARKS = ("\nHTTP_UBERCTX_", "\nHTTP_OT_BAGGAGE_")
 _CASE_GETTER = CaseInsensitiveGetter()
 
 #: environ key -> the lowercase header name EnvironGetter would read it under, or None (not a header, or a
@@ -225,26 +225,68 @@ def request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     return headers
 
 
-def _may_carry_context(textmap: object, headers: Mapping[str, str]) -> bool:
-    """False only when the request has none of the propagator's headers: extraction would find nothing.
+class _Fields:
+    """A propagator's `fields` as environ keys (`x-b3-traceid` -> `HTTP_X_B3_TRACEID`), computed once."""
+
+    __slots__ = ("keys", "names", "only_fields", "textmap")
+
+    def __init__(self, textmap: object, fields: Iterable[str]) -> None:
+        self.textmap = textmap
+        self.names = {"HTTP_" + name.upper().replace("-", "_"): name.lower() for name in fields}
+        self.keys = frozenset(self.names)
+        #: MeshPropagator reads nothing but its fields (and the prefixed baggage headers): it can be handed
+        #: just those. Any other propagator gets every header, in case it reads one it did not declare.
+        self.only_fields = type(textmap) is MeshPropagator
+
+
+_fields_cache: list[_Fields] = []
+
+
+def _fields_of(textmap: object) -> _Fields | None:
+    cached = _fields_cache[0] if _fields_cache else None
+    if cached is None or cached.textmap is not textmap:
+        try:
+            fields = list(textmap.fields)  # type: ignore[attr-defined]
+        except Exception:
+            return None
+        if not fields or not all(isinstance(name, str) for name in fields):
+            return None
+        cached = _Fields(textmap, fields)
+        _fields_cache[:] = [cached]
+    return cached
+
+
+def _has_prefixed_baggage(environ: Mapping[str, Any]) -> bool:
+    try:
+        keys = "\n" + "\n".join(environ)  # one C-level pass instead of a startswith per key
+    except TypeError:  # a key that is not a string
+        return any(isinstance(key, str) and key.startswith(("HTTP_UBERCTX_", "HTTP_OT_BAGGAGE_")) for key in environ)
+    return _BAGGAGE_MARKS[0] in keys or _BAGGAGE_MARKS[1] in keys
+
+
+def extract_parent(textmap: Any, environ: Mapping[str, Any], current: otel_context.Context) -> otel_context.Context:
+    """`textmap.extract` of the request's headers onto `current`, reading the environ as little as possible.
 
     A request that enters the mesh without any trace header is common (the first service), and extracting
-    every format from it costs as much as the span; a set test on the few headers is far cheaper.
+    every format from it costs as much as the span: a C-level intersection of the environ with the
+    propagator's fields (and a substring test for the prefixed baggage headers) says there is nothing to
+    find. When there is, MeshPropagator gets only the few headers it reads; another propagator gets them all.
+    The snapshot is read with a case-insensitive getter, so a propagator asking for `X-Amzn-Trace-Id` finds
+    it as EnvironGetter would have.
     """
-    cached = _fields_cache[0] if _fields_cache else None
-    if cached is None or cached[0] is not textmap:
-        try:
-            fields = textmap.fields  # type: ignore[attr-defined]
-            names = frozenset(name.lower() for name in fields)
-        except Exception:
-            return True
-        if not names:
-            return True
-        cached = (textmap, names)
-        _fields_cache[:] = [cached]
-    if not cached[1].isdisjoint(headers):
-        return True
-    return any(name.startswith(_BAGGAGE_PREFIXES) for name in headers)
+    fields = _fields_of(textmap)
+    if fields is None:
+        return textmap.extract(request_headers(environ), current, _CASE_GETTER)  # type: ignore[no-any-return]
+    present = fields.keys.intersection(environ)
+    prefixed = _has_prefixed_baggage(environ)
+    if not present and not prefixed:
+        return current
+    if fields.only_fields and not prefixed:
+        names = fields.names
+        headers = {names[key]: value for key in present if isinstance(value := environ[key], str)}
+    else:
+        headers = request_headers(environ)
+    return textmap.extract(headers, current, _CASE_GETTER)  # type: ignore[no-any-return]
 
 
 class ServerTracer:
@@ -307,11 +349,7 @@ class ServerTracer:
         if protocol:
             attributes["network.protocol.version"] = protocol
 
-        textmap = propagate.get_global_textmap()
-        headers = request_headers(environ)
-        # The snapshot is read with a case-insensitive getter, so a propagator asking for `X-Amzn-Trace-Id`
-        # finds it as EnvironGetter would have.
-        parent = textmap.extract(headers, current, _CASE_GETTER) if _may_carry_context(textmap, headers) else current
+        parent = extract_parent(propagate.get_global_textmap(), environ, current)
         span = start_span(self.tracer.get(), method, parent, SpanKind.SERVER, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         environ[SPAN_KEY] = span

@@ -7,9 +7,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, set_value
+from opentelemetry.propagators.textmap import TextMapPropagator, default_getter, default_setter
 
-from meshtrace.integrations._wsgi import _CASE_GETTER, ENVIRON_GETTER, _may_carry_context, request_headers
+from meshtrace.integrations._wsgi import ENVIRON_GETTER, extract_parent, request_headers
 from meshtrace.propagation import MeshPropagator
 
 _KEYS = st.sampled_from([
@@ -34,12 +35,43 @@ def _normalised(context: Context) -> dict[str, Any]:
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(_KEYS, _VALUES, max_size=8))
 def test_one_pass_snapshot_extracts_what_the_environ_getter_extracts(environ: dict[str, Any]) -> None:
-    propagator = MeshPropagator()
-    headers = request_headers(environ)
-    fast = Context()
-    if _may_carry_context(propagator, headers):
-        fast = propagator.extract(headers, Context(), _CASE_GETTER)
-    assert _normalised(fast) == _normalised(propagator.extract(environ, Context(), ENVIRON_GETTER))
+    for propagator in (MeshPropagator(), Wrapped(MeshPropagator())):  # the fields-only path, the all-headers one
+        fast = extract_parent(propagator, environ, Context())
+        assert _normalised(fast) == _normalised(propagator.extract(environ, Context(), ENVIRON_GETTER))
+
+
+class Wrapped(TextMapPropagator):
+    """A propagator meshtrace does not know: it must be handed every header, not only its declared fields."""
+
+    def __init__(self, inner: MeshPropagator) -> None:
+        self.inner = inner
+
+    def extract(self, carrier: Any, context: Context | None = None, getter: Any = default_getter) -> Context:
+        return self.inner.extract(carrier, context, getter)
+
+    def inject(self, carrier: Any, context: Context | None = None, setter: Any = default_setter) -> None:
+        self.inner.inject(carrier, context, setter)
+
+    @property
+    def fields(self) -> set[str]:
+        return self.inner.fields
+
+
+class ReadsUndeclared(Wrapped):
+    def extract(self, carrier: Any, context: Context | None = None, getter: Any = default_getter) -> Context:
+        found = getter.get(carrier, "x-custom-trace")
+        return set_value("custom", found[0] if found else None, super().extract(carrier, context, getter))
+
+
+def test_a_foreign_propagator_reads_headers_it_did_not_declare() -> None:
+    environ = {"HTTP_X_CUSTOM_TRACE": "t-1", "HTTP_X_B3_SAMPLED": "1"}
+    assert extract_parent(ReadsUndeclared(MeshPropagator()), environ, Context()).get("custom") == "t-1"
+
+
+def test_no_trace_header_means_no_extraction_at_all() -> None:
+    current = Context({"kept": 1})
+    environ = {"HTTP_HOST": "h", "HTTP_USER_AGENT": "u", "PATH_INFO": "/", "wsgi.input": object()}
+    assert extract_parent(MeshPropagator(), environ, current) is current
 
 
 def test_snapshot_keeps_only_header_strings_under_their_header_names() -> None:
