@@ -3,7 +3,8 @@
 Theory of operation. `start()` extracts the incoming context with the configured propagator (any supported
 format), marks a forced trace (`x-envoy-force-trace`, `x-client-trace-id`) in the context for `ProxySampler`,
 and starts the span as a child of what arrived through `meshtrace.spans.start_span` (the core's cheapest way to
-make an SDK span); with nothing valid arriving the SDK makes fresh 128-bit ids. `inject()` writes every
+make an SDK span; `ProxySampler` is declared attribute-blind, so the core's light span is used whenever the
+sampler it wraps is blind too); with nothing valid arriving the SDK makes fresh 128-bit ids. `inject()` writes every
 configured format for that span into the headers going upstream, so the next hop's span is a child of ours and
 never shares its id. With a `MeshPropagator` and a plain context (no debug flag, no baggage: what nearly every
 request carries) the headers are rendered straight to bytes from the span's ids; anything else goes through the
@@ -25,7 +26,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from meshtrace.propagation import MeshPropagator, is_debug
-from meshtrace.spans import set_clean_attributes, start_span
+from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start_span
 
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
@@ -85,6 +86,10 @@ class ProxySampler(Sampler):
 
     def get_description(self) -> str:
         return f"ProxySampler{{{self.delegate.get_description()}}}"
+
+
+# Neither reads the start attributes nor returns any of its own: meshtrace's lighter span path may skip them.
+declare_attribute_blind(ProxySampler, lambda sampler: (sampler.delegate,))
 
 
 def span_name(authority: str, default_port: int, route_path: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, SamplingResult
 from opentelemetry.trace import StatusCode
 
 from meshtrace.propagation import MeshPropagator
@@ -109,3 +109,23 @@ def test_injected_headers_are_the_propagators_own() -> None:
                             if name.lower() not in ("x-request-id", "baggage")
                             and not name.lower().startswith(("uberctx-", "ot-baggage-"))]
                 assert out == expected, (chosen, incoming, sampler)
+
+
+def test_proxy_sampler_is_as_attribute_blind_as_what_it_wraps() -> None:
+    """ProxySampler never reads start attributes, so hop spans may take the core's light span path; a user's
+    sampler wrapped inside it might read them, and then the hop spans must not."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+
+    from meshtrace.proxy.tracing import ProxySampler
+    from meshtrace.sampling import is_attribute_blind
+
+    assert is_attribute_blind(ProxySampler(ParentBased(TraceIdRatioBased(0.01))))
+
+    class Curious(Sampler):
+        def should_sample(self, *args: object, **kwargs: object) -> SamplingResult:
+            raise NotImplementedError
+
+        def get_description(self) -> str:
+            return "curious"
+
+    assert not is_attribute_blind(ProxySampler(Curious()))
