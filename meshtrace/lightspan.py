@@ -8,7 +8,9 @@ builds the very same `_Span` subclass instance directly when the tracer is confi
 
 - an SDK `Tracer` (exact type) that is enabled, with the default span limits (any other limit: SDK path);
 - a sampler known not to read start attributes nor return any (`meshtrace.sampling.is_attribute_blind`);
-  it is still asked for every span, with the span's context, trace id, name and kind, exactly as the SDK does;
+  it is still asked for every span, with the span's context, trace id, name and kind, exactly as the SDK does,
+  except that the SDK's samplers and HintedSampler are evaluated by `meshtrace.sampling.known_decision`
+  (their logic, without a SamplingResult and the three context look-ups per span);
 - a `SynchronousMultiSpanProcessor` (the SDK's default) holding any processors: each one's `on_start` is
   called with the span (attributes already in place, as at SDK start), except those known to ignore it;
   `_on_ending` only where a processor overrides it; `on_end` with the span itself. That is safe because the
@@ -52,13 +54,14 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
-from meshtrace.sampling import is_attribute_blind
+from meshtrace.sampling import is_attribute_blind, known_decision
 
 __all__ = ["LightSpan", "start_light_span"]
 
 _PLAIN = frozenset({str, int, bool, float})
 _STR = frozenset({str})
 _UNSET = Status(StatusCode.UNSET)
+_NO_ATTRIBUTES: Mapping[str, Any] = {}
 #: `on_start` implementations known to ignore the span (the SDK's own processors and the base class).
 _QUIET_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
 #: `_on_ending` implementations that do nothing (the SDK's own processors and the base class).
@@ -257,11 +260,16 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
     else:
         trace_id = parent.trace_id
         random_trace_id = parent.trace_flags.random_trace_id
-    result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
-    decision = result.decision
+    known = known_decision(plan.sampler, context, parent, trace_id)
+    from_sampler: Mapping[str, Any]
+    if known is None:
+        result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
+        decision, trace_state, from_sampler = result.decision, result.trace_state, result.attributes
+    else:
+        (decision, trace_state), from_sampler = known, _NO_ATTRIBUTES
     sampled = decision is Decision.RECORD_AND_SAMPLE
     span_context = SpanContext(trace_id, ids.generate_span_id(), False, _FLAGS[sampled, bool(random_trace_id)],
-                               result.trace_state)
+                               trace_state)
     record_end = plan.metrics.start_span(parent, decision) if plan.metrics is not None else None
     if not sampled and decision is not Decision.RECORD_ONLY:
         return NonRecordingSpan(span_context)
@@ -274,7 +282,7 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
     fields["_kind"] = kind
     fields["_resource"] = sdk.resource
     fields["_lock"] = threading.Lock()
-    fields["_attributes"] = _start_attributes(plan.limits, attributes, result.attributes)
+    fields["_attributes"] = _start_attributes(plan.limits, attributes, from_sampler)
     fields["_start_time"] = start_time if start_time is not None else time_ns()
     if record_end is not None:
         fields["_record_end_metrics"] = record_end

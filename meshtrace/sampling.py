@@ -37,12 +37,12 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, get_current_span, set_span_in_context
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.span import SpanContext, TraceState
 from opentelemetry.util.types import Attributes
 
 from meshtrace.propagation._context import get_sampling_hint, is_debug, is_sampling_deferred
 
-__all__ = ["HintedSampler", "build_sampler", "declare_attribute_blind", "is_attribute_blind"]
+__all__ = ["HintedSampler", "build_sampler", "declare_attribute_blind", "is_attribute_blind", "known_decision"]
 
 
 def build_sampler(name: str, ratio: float = 1.0) -> Sampler:
@@ -145,3 +145,47 @@ def is_attribute_blind(sampler: object, _depth: int = 0) -> bool:
     if delegates is None or _depth > 8:
         return False
     return all(is_attribute_blind(inner, _depth + 1) for inner in delegates(sampler))
+
+
+_SAMPLE = Decision.RECORD_AND_SAMPLE
+_DROP = Decision.DROP
+
+
+def known_decision(sampler: object, parent_context: Context | None, parent: SpanContext | None,
+                   trace_id: int) -> tuple[Decision, TraceState | None] | None:
+    """(decision, trace state) that `sampler.should_sample(parent_context, trace_id, ...)` returns, worked
+    out without SamplingResult objects or repeated context look-ups; None for a sampler not known here.
+
+    `parent` is the span context of `parent_context`'s current span, None when that is not valid (a root).
+    Known, by exact type: the SDK's StaticSampler (ALWAYS_ON/OFF), TraceIdRatioBased and ParentBased, and
+    HintedSampler, over known samplers. This mirrors their `should_sample` line for line (none of them reads
+    the name, kind, attributes or links); tests/tracing/test_light_span.py holds the two equal.
+    """
+    kind = type(sampler)
+    known: Any = sampler
+    if kind is StaticSampler:
+        return known._decision, None if parent is None else parent.trace_state
+    if kind is TraceIdRatioBased:
+        sampled = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < known.bound
+        return _SAMPLE if sampled else _DROP, None if parent is None else parent.trace_state
+    if kind is ParentBased:
+        if parent is None:
+            inner = known._root
+        elif parent.is_remote:
+            inner = known._remote_parent_sampled if parent.trace_flags.sampled else known._remote_parent_not_sampled
+        else:
+            inner = known._local_parent_sampled if parent.trace_flags.sampled else known._local_parent_not_sampled
+        return known_decision(inner, parent_context, parent, trace_id)
+    if kind is HintedSampler:
+        hint = get_sampling_hint(parent_context)
+        if hint is True or is_debug(parent_context):
+            return _SAMPLE, None if parent is None else parent.trace_state
+        if hint is False:
+            return _DROP, None if parent is None else parent.trace_state
+        delegate = known.delegate
+        if parent is not None and parent.is_remote and is_sampling_deferred(parent_context):
+            # As should_sample: the delegate decides as for a root span; the parent's trace state is kept.
+            as_root = known_decision(delegate, set_span_in_context(INVALID_SPAN, parent_context), None, trace_id)
+            return None if as_root is None else (as_root[0], parent.trace_state)
+        return known_decision(delegate, parent_context, parent, trace_id)
+    return None

@@ -51,7 +51,7 @@ from meshtrace.exporters.file import to_otlp_json
 from meshtrace.lightspan import LightSpan
 from meshtrace.processor import DroppingBatchSpanProcessor
 from meshtrace.propagation import MeshPropagator
-from meshtrace.sampling import HintedSampler, declare_attribute_blind, is_attribute_blind
+from meshtrace.sampling import HintedSampler, declare_attribute_blind, is_attribute_blind, known_decision
 
 ATTRIBUTES: dict[str, AttributeValue] = {"http.request.method": "GET", "url.path": "/users/42", "url.scheme": "http",
               "server.address": "localhost", "server.port": 8080, "client.address": "127.0.0.1",
@@ -210,6 +210,41 @@ def test_sampling_decisions_and_hints_are_the_sdk_ones(sampler: str, parent: str
                         [fields(s) for s in exporter.get_finished_spans()]])
     assert decided[1][1:] == decided[0][1:]
     assert decided[1][0] is decided[1][1]  # a recorded span is a light one; a dropped one is NonRecordingSpan
+
+
+DECISION_SAMPLERS: dict[str, Callable[[], Sampler]] = {
+    **SAMPLERS,
+    "ratio-half": lambda: TraceIdRatioBased(0.5),
+    "mixed-parentbased": lambda: HintedSampler(ParentBased(
+        TraceIdRatioBased(0.5), remote_parent_sampled=ALWAYS_OFF, remote_parent_not_sampled=ALWAYS_ON,
+        local_parent_sampled=TraceIdRatioBased(0.25), local_parent_not_sampled=ALWAYS_ON)),
+    "hinted-hinted": lambda: HintedSampler(HintedSampler(ALWAYS_OFF)),
+}
+
+
+@pytest.mark.parametrize("local", [None, True, False], ids=["extracted", "local-sampled", "local-not-sampled"])
+@pytest.mark.parametrize("parent", list(PARENTS))
+@pytest.mark.parametrize("sampler", list(DECISION_SAMPLERS))
+def test_known_decisions_are_what_should_sample_returns(sampler: str, parent: str, local: bool | None) -> None:
+    made = DECISION_SAMPLERS[sampler]()
+    context = MeshPropagator(["b3multi", "b3", "tracecontext"]).extract(PARENTS[parent])
+    if local is not None:  # a span of this process as the parent, over whatever was extracted
+        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if local else trace.TraceFlags.DEFAULT)
+        own = trace.SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x1234, False, flags, TraceState([("k", "v")]))
+        context = trace.set_span_in_context(trace.NonRecordingSpan(own), context)
+    span_context = trace.get_current_span(context).get_span_context()
+    parent_span = span_context if span_context.is_valid else None
+    trace_ids = [parent_span.trace_id] if parent_span is not None else [
+        0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xABC, (1 << 127) + (1 << 63), (1 << 62) - 1]
+    for trace_id in trace_ids:
+        expected = made.should_sample(context, trace_id, "GET", SpanKind.SERVER, None, ())
+        assert known_decision(made, context, parent_span, trace_id) == (expected.decision, expected.trace_state)
+
+
+def test_samplers_not_known_get_asked() -> None:
+    assert known_decision(Forcing(ALWAYS_ON), None, None, 1) is None
+    assert known_decision(ParentBased(Forcing(ALWAYS_ON)), None, None, 1) is None
+    assert known_decision(HintedSampler(ReadsAttributes()), None, None, 1) is None
 
 
 def test_every_mutator_refuses_once_ended_and_on_end_sees_the_final_span() -> None:
