@@ -226,6 +226,20 @@ def test_values_the_sdk_would_convert_or_refuse_take_the_public_path(value: Any)
     assert results[0] == results[1]
 
 
+def test_overwritten_keys_keep_the_sdk_order() -> None:
+    results = []
+    for use_fast in (False, True):
+        provider, exporter, _ = provider_with()()
+        span = provider.get_tracer("t").start_span("s", attributes={"a": 1, "b": 2})
+        if use_fast:
+            meshtrace.set_clean_attributes(span, {"a": 3, "c": 4})
+        else:
+            span.set_attributes({"a": 3, "c": 4})
+        span.end()
+        results.append(list((exporter.get_finished_spans()[0].attributes or {}).items()))
+    assert results[1] == results[0] == [("b", 2), ("a", 3), ("c", 4)]
+
+
 def test_ended_span_is_left_alone() -> None:
     provider, exporter, _ = provider_with()()
     span = provider.get_tracer("t").start_span("s", attributes={"a": 1})
