@@ -128,15 +128,34 @@ _blind: dict[type, Delegates] = {
 }
 
 
-def declare_attribute_blind(cls: type[Sampler], delegates: Delegates = _no_delegates) -> None:
+#: (decision, trace state) as `should_sample` would return them; see `known_decision`.
+Known = tuple[Decision, TraceState | None]
+#: A declared sampler's own `known_decision`: (sampler, parent context, parent span context or None, trace id)
+#: -> its decision, or None to have `should_sample` asked. `known_decision` is passed in for delegating.
+Decide = Callable[[Any, Context | None, SpanContext | None, int], "Known | None"]
+
+_deciders: dict[type, Decide] = {}
+
+
+def declare_attribute_blind(cls: type[Sampler], delegates: Delegates = _no_delegates,
+                            decide: Decide | None = None) -> None:
     """Declare that `cls.should_sample` neither reads `attributes` nor returns any (it passes them through).
 
     `delegates(sampler)` lists the samplers an instance may defer to, e.g. `lambda s: (s.delegate,)` for a
     wrapper; the instance counts as blind only when they all are. Only `cls` itself is declared, not its
     subclasses. meshtrace's own spans then skip handing the sampler their start attributes (see
     meshtrace.lightspan); spans are otherwise unchanged.
+
+    `decide`, optional, lets meshtrace's spans skip `should_sample` too: given (sampler, parent context,
+    parent span context or None for a root, trace id) it returns exactly the (decision, trace state) that
+    `should_sample` would, or None to have `should_sample` asked. A wrapper delegates with
+    `known_decision(sampler.delegate, parent_context, parent, trace_id)`.
     """
     _blind[cls] = delegates
+    if decide is None:
+        _deciders.pop(cls, None)
+    else:
+        _deciders[cls] = decide
 
 
 def is_attribute_blind(sampler: object, _depth: int = 0) -> bool:
@@ -152,14 +171,15 @@ _DROP = Decision.DROP
 
 
 def known_decision(sampler: object, parent_context: Context | None, parent: SpanContext | None,
-                   trace_id: int) -> tuple[Decision, TraceState | None] | None:
+                   trace_id: int) -> Known | None:
     """(decision, trace state) that `sampler.should_sample(parent_context, trace_id, ...)` returns, worked
     out without SamplingResult objects or repeated context look-ups; None for a sampler not known here.
 
     `parent` is the span context of `parent_context`'s current span, None when that is not valid (a root).
-    Known, by exact type: the SDK's StaticSampler (ALWAYS_ON/OFF), TraceIdRatioBased and ParentBased, and
-    HintedSampler, over known samplers. This mirrors their `should_sample` line for line (none of them reads
-    the name, kind, attributes or links); tests/tracing/test_light_span.py holds the two equal.
+    Known, by exact type: the SDK's StaticSampler (ALWAYS_ON/OFF), TraceIdRatioBased and ParentBased,
+    HintedSampler, and samplers declared with a `decide` function, over known samplers. This mirrors their
+    `should_sample` line for line (none of them reads the name, kind, attributes or links);
+    tests/tracing/test_light_span.py holds the two equal.
     """
     kind = type(sampler)
     known: Any = sampler
@@ -188,4 +208,5 @@ def known_decision(sampler: object, parent_context: Context | None, parent: Span
             as_root = known_decision(delegate, set_span_in_context(INVALID_SPAN, parent_context), None, trace_id)
             return None if as_root is None else (as_root[0], parent.trace_state)
         return known_decision(delegate, parent_context, parent, trace_id)
-    return None
+    decide = _deciders.get(kind)
+    return None if decide is None else decide(sampler, parent_context, parent, trace_id)

@@ -241,6 +241,60 @@ def test_known_decisions_are_what_should_sample_returns(sampler: str, parent: st
         assert known_decision(made, context, parent_span, trace_id) == (expected.decision, expected.trace_state)
 
 
+FORCE = otel_context.create_key("test-force")
+
+
+class ForcingWithDecide(Sampler):
+    """Like the proxy's ProxySampler: forces sampling when the context says so, else its delegate decides."""
+
+    def __init__(self, delegate: Sampler) -> None:
+        self.delegate = delegate
+        self.asked = 0
+
+    def should_sample(  # noqa: PLR0917
+        self, parent_context: Context | None, trace_id: int, name: str, kind: SpanKind | None = None,
+        attributes: Attributes = None, links: Sequence[Link] | None = None, trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        self.asked += 1
+        if parent_context is not None and parent_context.get(FORCE) is True:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+        return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "ForcingWithDecide"
+
+    @staticmethod
+    def decide(sampler: Any, parent_context: Context | None, parent: trace.SpanContext | None,
+               trace_id: int) -> tuple[Decision, TraceState | None] | None:
+        if parent_context is not None and parent_context.get(FORCE) is True:
+            return Decision.RECORD_AND_SAMPLE, None
+        return known_decision(sampler.delegate, parent_context, parent, trace_id)
+
+
+@pytest.mark.parametrize("forced", [False, True])
+@pytest.mark.parametrize("parent", list(PARENTS))
+def test_a_declared_decide_function_replaces_should_sample_with_the_same_spans(parent: str, forced: bool) -> None:
+    declare_attribute_blind(ForcingWithDecide, lambda sampler: (sampler.delegate,), ForcingWithDecide.decide)
+    propagator = MeshPropagator(["b3multi", "b3", "tracecontext"])
+    results = []
+    for light in (False, True):
+        sampler = ForcingWithDecide(HintedSampler(ParentBased(ALWAYS_OFF)))
+        provider, exporter = make_provider(HintedSampler(sampler))
+        tracer = provider.get_tracer("meshtrace.test")
+        context = propagator.extract(PARENTS[parent])
+        if forced:
+            context = otel_context.set_value(FORCE, True, context)
+        if light:
+            span = meshtrace.start_span(tracer, "hop", context, SpanKind.SERVER, ATTRIBUTES, T0)
+        else:
+            span = tracer.start_span("hop", context, SpanKind.SERVER, ATTRIBUTES, start_time=T0,
+                                     record_exception=False, set_status_on_exception=False)
+        span.end(T0 + 1)
+        results.append((span.get_span_context(), [fields(s) for s in exporter.get_finished_spans()], sampler.asked))
+    assert results[1][:2] == results[0][:2]
+    assert results[1][2] == 0  # never asked: decided by its declared function
+
+
 def test_samplers_not_known_get_asked() -> None:
     assert known_decision(Forcing(ALWAYS_ON), None, None, 1) is None
     assert known_decision(ParentBased(Forcing(ALWAYS_ON)), None, None, 1) is None
