@@ -4,7 +4,8 @@ Run: `.venv/bin/python tests/bench/bench_proxy.py [--duration 10]` (needs nginx,
 `make bench-deps`). Everything binds 127.0.0.1 on free ports and runs from a temporary directory; every process
 started here is stopped at the end. For each path it reports requests/s at saturation (wrk, 1 thread,
 50 connections), p50/p99 latency at a fixed ~1000 req/s (wrk with a Lua `delay()` pacing 20 connections at
-one request per 20 ms each, randomised), CPU seconds per 1000 requests of the proxy's processes and their peak RSS.
+one request per 20 ms each, randomised), CPU seconds per 1000 requests of the proxy's processes (and of their main
+threads alone: for the sidecar the event loop, the rest being the span exporter's thread) and their peak RSS.
 The meshtrace sidecar runs with tracing on (100% sampled, OTLP to a local sink that accepts and discards)
 and Istio metrics on, as in issue 4.
 """
@@ -80,6 +81,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def main_thread_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of each process's main thread only (for the sidecar: the event loop, not the span exporter)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
 def peak_rss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -101,6 +114,7 @@ class Result:
     p99_ms: float = 0.0
     paced_rps: float = 0.0
     cpu_per_1000: float | None = None
+    loop_cpu_per_1000: float | None = None     # the main thread's share (the rest: exporter and log threads)
     rss_mb: float | None = None
     errors: int = 0
 
@@ -185,8 +199,10 @@ http {{
         url = f"http://127.0.0.1:{port}/"
         wrk(url, connections=20, duration=2, headers=headers)      # warm-up: pools, caches, JIT-free but still
         cpu0 = cpu_seconds(pids) if pids else 0.0
+        main0 = main_thread_cpu_seconds(pids) if pids else 0.0
         saturated = wrk(url, connections=50, duration=self.duration, headers=headers)
         cpu1 = cpu_seconds(pids) if pids else 0.0
+        main1 = main_thread_cpu_seconds(pids) if pids else 0.0
         script = self.dir / "paced.lua"
         script.write_text(PACED_LUA)
         paced = wrk(url, connections=20, duration=self.duration, script=script, headers=headers)
@@ -194,6 +210,7 @@ http {{
                         paced_rps=paced["rps"], errors=saturated["errors"] + paced["errors"])
         if pids:
             result.cpu_per_1000 = (cpu1 - cpu0) / saturated["requests"] * 1000
+            result.loop_cpu_per_1000 = (main1 - main0) / saturated["requests"] * 1000
             result.rss_mb = peak_rss_mb(pids)
         return result
 
@@ -309,12 +326,13 @@ def report(results: list[Result]) -> str:
     direct = results[0]
     nginx = next(r for r in results if r.name.startswith("nginx"))
     lines = [f"{'path':<24} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'+p99 ms':>8} {'paced/s':>8} "
-             f"{'CPU-s/1k':>9} {'RSS MB':>7} {'errors':>6}"]
+             f"{'CPU-s/1k':>9} {'(main)':>7} {'RSS MB':>7} {'errors':>6}"]
     for r in results:
         cpu = f"{r.cpu_per_1000:.4f}" if r.cpu_per_1000 is not None else "-"
+        main = f"{r.loop_cpu_per_1000:.4f}" if r.loop_cpu_per_1000 is not None else "-"
         rss = f"{r.rss_mb:.1f}" if r.rss_mb is not None else "-"
         lines.append(f"{r.name:<24} {r.rps:>9.0f} {r.p50_ms:>7.3f} {r.p99_ms:>7.3f} {r.p99_ms - direct.p99_ms:>8.3f} "
-                     f"{r.paced_rps:>8.0f} {cpu:>9} {rss:>7} {r.errors:>6}")
+                     f"{r.paced_rps:>8.0f} {cpu:>9} {main:>7} {rss:>7} {r.errors:>6}")
     for mesh in results[3:6]:
         lines.append(f"{mesh.name}/nginx throughput ratio: {mesh.rps / nginx.rps:.2f} (goal >= 0.33)")
     plain, routed = results[6:8]
