@@ -3,7 +3,8 @@
 `str(uuid.uuid4())` costs a getrandom() call, a UUID object and its formatting per request; here one
 `os.urandom` call serves 256 ids and each id is formatted straight to bytes. The bits are the OS's, as with
 uuid4 (ids are visible to clients, so a seeded PRNG whose state they could recover is not used). A forked child
-drops the parent's buffer, so the two never hand out the same ids.
+drops the parent's buffer, so the two never hand out the same ids. Called from the event loop's thread only (the
+buffer offset is not locked).
 """
 
 from __future__ import annotations
