@@ -172,20 +172,39 @@ class _Plan:
         }
 
     def current(self, tracer: SdkTracer, multi: Any) -> bool:
-        return (self.tracer is tracer and self.sampler is tracer.sampler and self.limits is tracer._span_limits
+        # Identities, plus the two mutable values a plan relies on: the SDK reads the tracer config's flag
+        # and the limits per span, so a flag or limit changed in place must end the plan too.
+        limits = self.limits
+        return (self.tracer is tracer and self.sampler is tracer.sampler and limits is tracer._span_limits
                 and self.processors is multi._span_processors and self.config is tracer._tracer_config
-                and self.metrics_hook is tracer._tracer_metrics)
+                and self.metrics_hook is tracer._tracer_metrics and self.config.is_enabled is True
+                and _limit_values(limits) == _DEFAULT_LIMITS)
+
+
+def _limit_values(limits: SpanLimits) -> tuple[int | None, ...]:
+    return (limits.max_span_attributes, limits.max_attribute_length, limits.max_span_attribute_length,
+            limits.max_events, limits.max_links, limits.max_event_attributes, limits.max_link_attributes)
 
 
 #: id(tracer) -> its plan (None: the tracer does not qualify, for as long as the plan's parts stay the same).
 _plans: dict[int, _Plan] = {}
-_refusals: dict[int, tuple[object, ...]] = {}
+_refusals: dict[int, tuple[tuple[object, ...], object]] = {}
 _MAX_PLANS = 256
 
 
-def _refusal_key(tracer: SdkTracer, multi: object) -> tuple[object, ...]:
-    return (tracer, tracer.sampler, multi, getattr(multi, "_span_processors", None), tracer._span_limits,
-            tracer._tracer_config)
+def _refusal_key(tracer: SdkTracer, multi: object) -> tuple[tuple[object, ...], object]:
+    """What a refusal depended on: objects (compared by identity) and the mutable values read from them."""
+    limits = getattr(tracer, "_span_limits", None)
+    config = getattr(tracer, "_tracer_config", None)
+    try:
+        values: object = (_limit_values(limits), getattr(config, "is_enabled", None))  # type: ignore[arg-type]
+    except AttributeError:
+        values = None
+    return (tracer, tracer.sampler, multi, getattr(multi, "_span_processors", None), limits, config), values
+
+
+def _same_refusal(refused: tuple[tuple[object, ...], object], now: tuple[tuple[object, ...], object]) -> bool:
+    return refused[1] == now[1] and all(a is b for a, b in zip(refused[0], now[0], strict=True))
 
 
 def _plan_for(tracer: trace.Tracer) -> _Plan | None:
@@ -196,7 +215,7 @@ def _plan_for(tracer: trace.Tracer) -> _Plan | None:
     if plan is not None and plan.current(tracer, multi):
         return plan
     refused = _refusals.get(id(tracer))
-    if refused is not None and all(a is b for a, b in zip(refused, _refusal_key(tracer, multi), strict=True)):
+    if refused is not None and _same_refusal(refused, _refusal_key(tracer, multi)):
         return None
     plan = _new_plan(tracer, multi)
     if len(_plans) + len(_refusals) >= _MAX_PLANS:
@@ -219,9 +238,7 @@ def _new_plan(tracer: SdkTracer, multi: object) -> _Plan | None:
         processors = multi._span_processors  # type: ignore[attr-defined]
         tracer._tracer_metrics  # noqa: B018  (its presence is checked here, its use is per span)
         tracer._instrumentation_scope  # noqa: B018
-        limit_values = (limits.max_span_attributes, limits.max_attribute_length, limits.max_span_attribute_length,
-                        limits.max_events, limits.max_links, limits.max_event_attributes,
-                        limits.max_link_attributes)
+        limit_values = _limit_values(limits)
     except AttributeError:
         return None
     if type(multi) is not SynchronousMultiSpanProcessor or type(processors) is not tuple:

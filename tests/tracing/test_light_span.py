@@ -424,6 +424,20 @@ def test_unusual_configurations_take_the_sdk_path_with_the_same_result(config: s
     assert not any(type(span) is LightSpan for span in light)
 
 
+def test_a_tracer_disabled_or_limited_in_place_leaves_the_light_path() -> None:
+    provider, _ = make_provider()
+    tracer = provider.get_tracer("t")
+    assert type(meshtrace.start_span(tracer, "s", None, SpanKind.SERVER, {"a": 1})) is LightSpan
+    provider._span_limits.max_span_attribute_length = 2
+    span = meshtrace.start_span(tracer, "s", None, SpanKind.SERVER, {"a": "long"})
+    assert type(span) is not LightSpan
+    assert dict(span.attributes or {}) == {"a": "lo"}  # type: ignore[attr-defined]
+    provider._span_limits.max_span_attribute_length = None
+    assert type(meshtrace.start_span(tracer, "s", None, SpanKind.SERVER, {"a": 1})) is LightSpan
+    tracer._tracer_config.is_enabled = False  # type: ignore[attr-defined]
+    assert not meshtrace.start_span(tracer, "s", None, SpanKind.SERVER, {"a": 1}).is_recording()
+
+
 def test_non_sdk_tracer_gets_its_own_span() -> None:
     span = meshtrace.start_span(trace.ProxyTracer("x"), "s", None, SpanKind.CLIENT, {"a": 1})
     assert not span.is_recording()
