@@ -23,6 +23,8 @@ from meshtrace.spans import set_clean_attributes, start_span
 
 __all__ = ["ClientTracer", "send_wrapper", "split_url"]
 
+#: The context key OpenTelemetry keeps the current span under, learnt through the public API (it is private).
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 _ERROR = Status(StatusCode.ERROR)
 
@@ -102,7 +104,8 @@ class ClientTracer:
         if port is not None:
             attributes["server.port"] = port
         span = start_span(self.tracer.get(), method, current, SpanKind.CLIENT, attributes)
-        inner = otel_context.set_value(SUPPRESS_HTTP_KEY, True, trace.set_span_in_context(span, current))
+        # set_span_in_context + set_value(SUPPRESS_HTTP_KEY) in one copy of the context instead of four.
+        inner = otel_context.Context({**current, _SPAN_KEY: span, SUPPRESS_HTTP_KEY: True})
         propagate.inject(headers, inner)
         return _Call(self, span, otel_context.attach(inner))
 

@@ -211,3 +211,31 @@ def test_coexists_with_opentelemetry_instrumentation_requests(echo: Server, sink
     assert clients[0].parent.span_id == user.context.span_id
     assert sent["traceparent"].split("-")[2] == f"{clients[0].context.span_id:016x}"
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_below_the_span_ours_is_current_and_http_instrumentation_is_suppressed(
+        instrumented: None, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[trace.Span, object, object]] = []
+
+    def urlopen(self: Any, method: str, url: str, **kwargs: Any) -> Any:
+        import io
+
+        import urllib3
+
+        context = otel_context.get_current()
+        seen.append((trace.get_current_span(context), context.get(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY),
+                     context.get("inbound-marker")))
+        return urllib3.HTTPResponse(body=io.BytesIO(b"ok"), status=200, preload_content=False)
+
+    monkeypatch.setattr("urllib3.connectionpool.HTTPConnectionPool.urlopen", urlopen)
+    token = otel_context.attach(otel_context.set_value("inbound-marker", "kept"))
+    try:
+        requests.get("http://backend.invalid:8080/items", timeout=5).close()
+    finally:
+        otel_context.detach(token)
+    (span,) = sink.spans()
+    ((current, suppressed, marker),) = seen
+    assert current.get_span_context() == span.context
+    assert suppressed is True
+    assert marker == "kept"  # the caller's context is carried, not replaced
+    assert otel_context.get_current().get(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY) is None
