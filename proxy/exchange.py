@@ -58,6 +58,7 @@ class Exchange:
     __slots__ = (
         "_attempt",
         "_deadline",
+        "_hex_ids",
         "_out",
         "_span",
         "_timer",
@@ -136,6 +137,7 @@ class Exchange:
         self.upstream_ns = 0
         self._span: trace.Span | None = None
         self._trace_context: Context | None = None
+        self._hex_ids: tuple[bytes, bytes] | None = None    # trace and span id as inject rendered them
         self._out: list[bytes] = []        # response bytes of the current upstream read, written at its end
         self._timer: object | None = None
         self._deadline: object | None = None   # with retries: the route timeout over all tries
@@ -214,7 +216,7 @@ class Exchange:
         if self.mirror_out is not None:
             self.mirror_out = list(out)
         if self._span is not None and self._trace_context is not None and tracer is not None:
-            tracer.inject(self._span, self._trace_context, out)
+            self._hex_ids = tracer.inject(self._span, self._trace_context, out)
         if head.upgrade:
             out.append((b"connection", b"upgrade"))
             out.append((b"upgrade", hmap.get(b"upgrade", b"")))
@@ -761,7 +763,11 @@ class Exchange:
         span = self._span
         tracer = ctx.tracer
         if span is not None and tracer is not None:
-            hop.trace_id, hop.span_id = tracer.ids(span)
+            hex_ids = self._hex_ids
+            if hex_ids is not None:
+                hop.trace_id, hop.span_id = hex_ids[0].decode("ascii"), hex_ids[1].decode("ascii")
+            else:
+                hop.trace_id, hop.span_id = tracer.ids(span)
             tracer.finish(span, hop, end_ns)
         ctx.report(hop)
 

@@ -139,18 +139,18 @@ class HopTracer:
             context = set_value(_FORCE, True, context)
         return start_span(self.tracer, name, context, self.kind, start_time=start_ns), context
 
-    def inject(self, span: trace.Span, context: Context, out: Headers) -> None:
+    def inject(self, span: trace.Span, context: Context, out: Headers) -> tuple[bytes, bytes] | None:
         """Append the configured trace headers for `span` to `out` (which must not hold any already).
 
         Baggage is left out: the incoming baggage headers pass through untouched (W3C: propagate unchanged),
-        and so does `x-request-id`, which the connection manager owns.
+        and so does `x-request-id`, which the connection manager owns. Returns the span's hex trace and span
+        ids when it rendered them itself (the hop record then needs no second formatting), else None.
         """
         render = self._render
         if render is not None and _plain(context):
             sc = span.get_span_context()
             if sc.is_valid:
-                self._inject_bytes(render, span, sc, out)
-                return
+                return self._inject_bytes(render, span, sc, out)
         carrier: dict[str, str] = {}
         self.propagator.inject(carrier, context=trace.set_span_in_context(span, context))
         names = self._inject_names
@@ -163,8 +163,10 @@ class HopTracer:
                     names[name] = key
             if key is not None:
                 out.append((key, value.encode("latin-1")))
+        return None
 
-    def _inject_bytes(self, render: tuple[str, ...], span: trace.Span, sc: SpanContext, out: Headers) -> None:
+    def _inject_bytes(self, render: tuple[str, ...], span: trace.Span, sc: SpanContext,
+                      out: Headers) -> tuple[bytes, bytes]:
         """What `MeshPropagator.inject` writes for a decided context without debug or baggage, as bytes."""
         trace_id = b"%032x" % sc.trace_id
         span_id = b"%016x" % sc.span_id
@@ -193,6 +195,7 @@ class HopTracer:
                 out.append((b"ot-tracer-traceid", trace_id[16:] if sc.trace_id >> 64 == 0 else trace_id))
                 out.append((b"ot-tracer-spanid", span_id))
                 out.append((b"ot-tracer-sampled", b"true" if sampled else b"false"))
+        return trace_id, span_id
 
     def _authority(self, authority: str) -> tuple[str, int | None]:
         parts = self._authorities.get(authority)
