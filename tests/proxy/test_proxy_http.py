@@ -75,6 +75,26 @@ def test_keep_alive_reuses_one_upstream_connection(sidecar: SidecarThread, upstr
     assert len(upstream.requests) == 6
 
 
+def test_both_sides_disable_nagle(sidecar: SidecarThread) -> None:
+    """Small heads and bodies leave at once: with Nagle on, a response written in two pieces could wait for the
+    peer's delayed ACK (tens of milliseconds) on either the client side or the upstream side."""
+    conn = http.client.HTTPConnection("127.0.0.1", sidecar.port(), timeout=10)
+    conn.request("GET", "/sha")
+    conn.getresponse().read()
+
+    async def nodelay_flags() -> list[int]:
+        assert sidecar.sidecar.pools is not None
+        transports = [c.transport for listener in sidecar.sidecar.listeners  # type: ignore[attr-defined]
+                      for c in listener.context.connections]
+        transports += [up.transport for pool in sidecar.sidecar.pools.all() for up in pool.idle]
+        return [t.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for t in transports]
+
+    flags = sidecar.call(nodelay_flags())
+    conn.close()
+    assert len(flags) == 2          # the client's connection and the pooled upstream one
+    assert all(flags)
+
+
 def test_hop_by_hop_headers_are_removed_both_ways(sidecar: SidecarThread) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", sidecar.port(), timeout=10)
     conn.request("GET", "/sha", headers={"Connection": "keep-alive, X-Secret", "X-Secret": "1", "Keep-Alive": "5",
