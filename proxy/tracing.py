@@ -26,6 +26,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from meshtrace.propagation import MeshPropagator, is_debug
+from meshtrace.sampling import Known, known_decision
 from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start_span
 
 from .headers import TRACE_HEADERS, Headers
@@ -81,15 +82,27 @@ class ProxySampler(Sampler):
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
         if parent_context is not None and get_value(_FORCE, parent_context) is True:
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+            # A forced trace still continues the incoming one: its trace state goes on, as the SDK samplers do.
+            parent = trace.get_current_span(parent_context).get_span_context()
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes,
+                                  parent.trace_state if parent.is_valid else None)
         return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
         return f"ProxySampler{{{self.delegate.get_description()}}}"
 
+    @staticmethod
+    def decide(sampler: ProxySampler, parent_context: Context | None, parent: SpanContext | None,
+               trace_id: int) -> Known | None:
+        """`should_sample`'s (decision, trace state) without a SamplingResult: meshtrace's span fast path."""
+        if parent_context is not None and get_value(_FORCE, parent_context) is True:
+            return Decision.RECORD_AND_SAMPLE, None if parent is None else parent.trace_state
+        return known_decision(sampler.delegate, parent_context, parent, trace_id)
 
-# Neither reads the start attributes nor returns any of its own: meshtrace's lighter span path may skip them.
-declare_attribute_blind(ProxySampler, lambda sampler: (sampler.delegate,))
+
+# Neither reads the start attributes nor returns any of its own, and can say its decision without a
+# SamplingResult: meshtrace's lighter span path may skip both.
+declare_attribute_blind(ProxySampler, lambda sampler: (sampler.delegate,), ProxySampler.decide)
 
 
 def span_name(authority: str, default_port: int, route_path: str) -> str:

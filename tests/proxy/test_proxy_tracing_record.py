@@ -129,3 +129,38 @@ def test_proxy_sampler_is_as_attribute_blind_as_what_it_wraps() -> None:
             return "curious"
 
     assert not is_attribute_blind(ProxySampler(Curious()))
+
+
+def test_proxy_sampler_decides_without_should_sample_exactly_as_with_it() -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.trace import SpanKind, get_current_span
+
+    from meshtrace.proxy.tracing import ProxySampler
+    from meshtrace.sampling import known_decision
+
+    sampler = ProxySampler(ParentBased(TraceIdRatioBased(0.5)))
+    tracer = HopTracer(TracerProvider().get_tracer("test"), MeshPropagator(["tracecontext"]), inbound=True)
+    forced = {b"x-envoy-force-trace": b"true"}
+    contexts = [{}, forced, *INCOMING, *({**incoming, **forced} for incoming in INCOMING)]
+    for incoming in contexts:
+        _, context = tracer.start(incoming, "x:80/*", 1)
+        parent = get_current_span(context).get_span_context()
+        for trace_id in (1, 2**127 + 5, 2**64 - 1, 0x0AF7651916CD43DD8448EB211C80319C):
+            expected = sampler.should_sample(context, trace_id, "x", SpanKind.SERVER)
+            known = known_decision(sampler, context, parent if parent.is_valid else None, trace_id)
+            assert known == (expected.decision, expected.trace_state), incoming
+
+
+def test_forced_trace_keeps_the_incoming_trace_state() -> None:
+    """`x-envoy-force-trace` samples an unsampled incoming trace, and its W3C tracestate still goes upstream."""
+    from meshtrace.proxy.tracing import ProxySampler
+
+    provider = TracerProvider(sampler=ProxySampler(ALWAYS_OFF))
+    tracer = HopTracer(provider.get_tracer("test"), MeshPropagator(["tracecontext"]), inbound=True)
+    span, context = tracer.start({b"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+                                  b"tracestate": b"rojo=00f067aa0ba902b7", b"x-envoy-force-trace": b"1"}, "x", 1)
+    assert span.is_recording()
+    out: Headers = []
+    tracer.inject(span, context, out)
+    assert dict(out)[b"tracestate"] == b"rojo=00f067aa0ba902b7"
+    assert dict(out)[b"traceparent"].endswith(b"-01")
