@@ -22,9 +22,10 @@ Events and links start as an empty tuple and become the SDK's BoundedList on the
 into the BoundedAttributes' dict when they are plain, non-empty-keyed `str`/`int`/`float`/`bool` values and
 fit the count limit; anything else goes through BoundedAttributes as in the SDK. The SDK's internal tracer
 metrics hook (`Tracer._tracer_metrics`, off unless OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED) is called the
-same way when it is on. The per-tracer facts are cached in a `_Plan`, checked by identity on every call (the
-sampler, processors, limits, tracer config or metrics object replaced means a new plan); the tracer's resource
-is read on every call, so the resource the SDK updates after fork() is the one spans carry.
+same way when it is on. The per-tracer facts are cached in a `_Plan`, checked on every call (the sampler,
+processors, limits, tracer config or metrics object replaced, or a limit or the enabled flag changed in place,
+means a new plan); the tracer's resource is read on every call, so the resource the SDK updates after fork()
+is the one spans carry.
 
 tests/tracing/test_light_span.py holds the exported spans equal to the SDK's field by field.
 """

@@ -17,7 +17,9 @@ returns any: the SDK's StaticSampler/TraceIdRatioBased/ParentBased, HintedSample
 declared with `declare_attribute_blind(cls, delegates)`, whose instances are blind when every sampler
 `delegates(instance)` returns is blind too (a wrapper is only as blind as what it wraps). Types are matched
 exactly: a subclass may read attributes, so it must be declared itself. A sampler nobody declared keeps
-seeing the attributes at start, as the SDK documents.
+seeing the attributes at start, as the SDK documents. `known_decision` goes one step further for the samplers
+whose logic it knows (and for declared ones that pass a `decide` function): meshtrace's spans get the very
+decision `should_sample` would give without the call.
 """
 
 from __future__ import annotations
