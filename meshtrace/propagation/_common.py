@@ -59,7 +59,8 @@ def header_token(name: str) -> bool:
 
 def visible_value(value: str) -> bool:
     """True for a header value that cannot smuggle a line break or a non-ASCII byte."""
-    return _VISIBLE_CHARS.issuperset(value)
+    # Printable ASCII is exactly 0x20-0x7E: two C-level checks settle the common case, the set only tabs.
+    return (value.isascii() and value.isprintable()) or _VISIBLE_CHARS.issuperset(value)
 
 
 class Headers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Final
+from typing import Final, cast
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context
@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from meshtrace.errors import ConfigError
 from meshtrace.propagation import _prefixed, b3, baggage, jaeger, ottrace, requestid, tracecontext
 from meshtrace.propagation._common import SAMPLED, Extracted, Headers, Outgoing, emit
+from meshtrace.propagation._plain_inject import PlainInjector
 
 __all__ = ["DEFAULT_FORMATS", "ENV_VAR", "MeshPropagator", "parse_formats"]
 
@@ -116,7 +117,7 @@ class MeshPropagator(textmap.TextMapPropagator):
     def __init__(self, formats: Sequence[str] | None = None) -> None:
         self._formats = parse_formats(formats)
         self._renderers: tuple[_Render, ...] = (*(_RENDERERS[name] for name in self._formats), requestid.render)
-        self._fast: tuple[_FastRender, ...] = (*(_FAST_RENDERERS[name] for name in self._formats), _fast_request_id)
+        self._plain = PlainInjector(self._formats)
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -152,86 +153,33 @@ class MeshPropagator(textmap.TextMapPropagator):
         context: Context | None = None,
         setter: textmap.Setter[textmap.CarrierT] = textmap.default_setter,
     ) -> None:
-        out = Outgoing.of(context)
-        if out.valid and not (out.debug or out.deferred or out.baggage):
-            # Fast path, the common case of an outbound call: a decided trace without baggage. The ids are
-            # rendered to hex once and every format is assembled from those strings, without a generator
-            # per format; the debug, deferred and baggage variants stay with each format's own renderer.
-            sc = out.span_context
-            parent = out.parent_span_id
-            ids = (f"{sc.trace_id:032x}", f"{sc.span_id:016x}", f"{parent:016x}" if parent else None)
-            pairs: list[tuple[str, str]] = []
-            for render_fast in self._fast:
-                render_fast(out, ids, pairs)
+        pairs = self._plain.pairs(context)
+        if pairs is None:
+            out = Outgoing.of(context)
+            for render in self._renderers:
+                emit(carrier, setter, render(out))
+        elif setter is textmap.default_setter and type(carrier) is dict:
+            cast(dict[str, str], carrier).update(pairs)  # one C call instead of a setter call per header
+        else:
             for name, value in pairs:
                 setter.set(carrier, name, value)
-            return
-        for render in self._renderers:
-            emit(carrier, setter, render(out))
+
+    def headers_for(self, context: Context | None = None) -> tuple[tuple[str, str], ...]:
+        """What `inject` writes for `context` (default: current), as (lowercase name, value) pairs.
+
+        For callers that write a carrier faster than a setter can (a client library's own header type):
+        the result may be shared with other calls and must not be mutated.
+        """
+        pairs = self._plain.pairs(context)
+        if pairs is not None:
+            return pairs
+        carrier: dict[str, str] = {}
+        self.inject(carrier, context)
+        return tuple(carrier.items())
 
     @property
     def fields(self) -> set[str]:
         return set(_ALL_FIELDS)
-
-
-# -- inject fast path: a valid span context, neither debug nor deferred, no baggage -------------------------
-# Each function appends exactly what the format's own renderer yields for such a context (a property test
-# compares them); `ids` is (trace id as 32 hex, span id as 16 hex, parent span id as 16 hex or None).
-_Ids = tuple[str, str, str | None]
-_FastRender = Callable[[Outgoing, _Ids, list[tuple[str, str]]], None]
-_NO_PARENT: Final = "0" * 16
-
-
-def _fast_tracecontext(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
-    sc = out.span_context
-    flags = (sc.trace_flags & 0x03) | (0x01 if sc.trace_flags.sampled else 0x00)
-    pairs.append((tracecontext.TRACEPARENT, f"00-{ids[0]}-{ids[1]}-{flags:02x}"))
-    if sc.trace_state:
-        pairs.append((tracecontext.TRACESTATE, sc.trace_state.to_header()))
-
-
-def _fast_nothing(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
-    """W3C baggage: the fast path runs only when there is none."""
-
-
-def _fast_b3multi(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
-    pairs.append((b3.TRACE_ID, ids[0]))
-    pairs.append((b3.SPAN_ID, ids[1]))
-    if ids[2] is not None:
-        pairs.append((b3.PARENT_SPAN_ID, ids[2]))
-    pairs.append((b3.SAMPLED, "1" if out.span_context.trace_flags.sampled else "0"))
-
-
-def _fast_b3single(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
-    state = "1" if out.span_context.trace_flags.sampled else "0"
-    parent = "" if ids[2] is None else "-" + ids[2]
-    pairs.append((b3.SINGLE, f"{ids[0]}-{ids[1]}-{state}{parent}"))
-
-
-def _fast_jaeger(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
-    flags = "01" if out.span_context.trace_flags.sampled else "00"
-    pairs.append((jaeger.TRACE_HEADER, f"{ids[0]}:{ids[1]}:{ids[2] or _NO_PARENT}:{flags}"))
-
-
-def _fast_ottrace(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
-    # A 64-bit trace id goes out as 16 hex: the low half of the zero-padded 32.
-    pairs.append((ottrace.TRACE_ID, ids[0][16:] if out.span_context.trace_id >> 64 == 0 else ids[0]))
-    pairs.append((ottrace.SPAN_ID, ids[1]))
-    pairs.append((ottrace.SAMPLED, "true" if out.span_context.trace_flags.sampled else "false"))
-
-
-def _fast_request_id(out: Outgoing, ids: _Ids, pairs: list[tuple[str, str]]) -> None:
-    pairs.extend(requestid.render(out))
-
-
-_FAST_RENDERERS: Final[dict[str, _FastRender]] = {
-    "tracecontext": _fast_tracecontext,
-    "baggage": _fast_nothing,
-    "b3multi": _fast_b3multi,
-    "b3": _fast_b3single,
-    "jaeger": _fast_jaeger,
-    "ottrace": _fast_ottrace,
-}
 
 
 def _extract(headers: Headers, context: Context, present: frozenset[str] | None, *, prefixed: bool) -> Context:

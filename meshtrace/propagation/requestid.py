@@ -29,10 +29,14 @@ def extract(headers: Headers, context: Context) -> Context:
     return context if request_id is None else set_request_id(request_id, context)
 
 
+def sendable(request_id: str) -> bool:
+    """Checked again on the way out: the id may have been set by code, and must not break the header."""
+    return 0 < len(request_id) <= _MAX_LENGTH and visible_value(request_id)
+
+
 def render(out: Outgoing) -> Iterator[tuple[str, str]]:
     request_id = get_request_id(out.context)
-    # Checked again on the way out: the id may have been set by code, and must not break the header.
-    if request_id and len(request_id) <= _MAX_LENGTH and visible_value(request_id):
+    if request_id is not None and sendable(request_id):
         yield HEADER, request_id
 
 

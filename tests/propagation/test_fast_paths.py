@@ -119,3 +119,26 @@ def test_fast_inject_matches_each_format_renderer(context: Context, formats: tup
     for render in propagator._renderers:  # the general path, format by format
         general.update(render(out))
     assert list(fast.items()) == list(general.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(_contexts(), _contexts())
+def test_repeated_inject_says_the_same_as_a_fresh_propagator(first: Context, second: Context) -> None:
+    # One propagator remembers the last plain render; whatever came before, it must answer like a new one.
+    propagator = MeshPropagator()
+    for context in (first, second, first):
+        remembered: dict[str, str] = {}
+        propagator.inject(remembered, context)
+        fresh: dict[str, str] = {}
+        MeshPropagator().inject(fresh, context)
+        assert remembered == fresh
+        assert propagator.headers_for(context) == tuple(fresh.items())
+
+
+def test_same_span_with_another_request_id_is_rendered_again() -> None:
+    span_context = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, False, TraceFlags(1))
+    context = trace.set_span_in_context(NonRecordingSpan(span_context), Context())
+    propagator = MeshPropagator(["b3"])
+    assert dict(propagator.headers_for(set_request_id("first", context)))["x-request-id"] == "first"
+    assert dict(propagator.headers_for(set_request_id("second", context)))["x-request-id"] == "second"
+    assert "x-request-id" not in dict(propagator.headers_for(context))

@@ -1,0 +1,120 @@
+"""The headers of a plain outbound context, rendered in one pass and remembered for the span that sent them.
+
+Theory of operation. Nearly every outbound call carries a decided, valid span context with neither debug,
+a deferred decision nor baggage. For that case `PlainInjector.pairs` reads the few context entries it needs
+straight from the context (no `Outgoing` snapshot, no generator per format), formats the trace, span and
+parent ids to hex once and emits every configured format from those strings in the propagator's order. The
+result is remembered against the span context object (an immutable tuple, so identity means equal values),
+the parent id and the request id: a span that injects again (a retry, a redirect, the sidecar answering
+twice) gets the same tuple without any formatting. Anything else returns None and the caller takes each
+format's own renderer, which a property test holds equal to this one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import trace
+from opentelemetry.context import Context, get_current
+from opentelemetry.trace import Span, SpanContext
+
+from meshtrace.propagation import b3, jaeger, ottrace, requestid, tracecontext
+from meshtrace.propagation._common import _REMOTE_PARENT
+from meshtrace.propagation._context import get_request_id, is_debug, is_sampling_deferred
+
+__all__ = ["Pairs", "PlainInjector"]
+
+Pairs = tuple[tuple[str, str], ...]
+
+# The context keys OpenTelemetry keeps the span and the baggage under, learnt through the public API.
+_SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+_BAGGAGE_KEY: Final = next(iter(otel_baggage.set_baggage("k", "v", Context())))
+
+_TRACECONTEXT, _B3MULTI, _B3SINGLE, _JAEGER, _OTTRACE = range(5)
+# W3C baggage writes nothing for a context without baggage, the only kind this path renders.
+_CODES: Final[dict[str, int | None]] = {
+    "tracecontext": _TRACECONTEXT,
+    "baggage": None,
+    "b3multi": _B3MULTI,
+    "b3": _B3SINGLE,
+    "jaeger": _JAEGER,
+    "ottrace": _OTTRACE,
+}
+_NO_PARENT: Final = "0" * 16
+_FLAGS_HEX: Final = ("00", "01", "02", "03")  # the W3C flags byte for sampled and random, the bits passed on
+
+
+class PlainInjector:
+    """Renders the configured `formats` (canonical names) plus `x-request-id` for plain contexts."""
+
+    __slots__ = ("_codes", "_last")
+
+    def __init__(self, formats: tuple[str, ...]) -> None:
+        self._codes = tuple(code for name in formats if (code := _CODES[name]) is not None)
+        # (span context, parent id, request id, pairs) of the last render; replaced whole, so threads that
+        # race on it each see a consistent entry.
+        self._last: tuple[SpanContext | None, int | None, str | None, Pairs] = (None, None, None, ())
+
+    def pairs(self, context: Context | None) -> Pairs | None:
+        """Every (header, value) to send for `context`, or None when it is not plain."""
+        ctx = get_current() if context is None else context
+        span = ctx.get(_SPAN_KEY)
+        if not isinstance(span, Span):
+            return None
+        sc = span.get_span_context()
+        if not sc.is_valid or is_debug(ctx) or ctx.get(_BAGGAGE_KEY):
+            return None
+        if sc.is_remote and is_sampling_deferred(ctx):
+            return None  # a forwarded remote context that never decided: each renderer says so its own way
+        parent_id: int | None = None
+        parent = getattr(span, "parent", None)  # SDK spans know their parent; the API type does not say so
+        if isinstance(parent, SpanContext) and parent.is_valid:
+            parent_id = parent.span_id
+        else:
+            remembered = ctx.get(_REMOTE_PARENT)
+            if isinstance(remembered, tuple) and remembered[0] == sc.span_id:
+                parent_id = remembered[1]
+        request_id = get_request_id(ctx)
+        last = self._last
+        if last[0] is sc and last[1] == parent_id and last[2] == request_id:
+            return last[3]
+        pairs = self._render(sc, parent_id, request_id)
+        self._last = (sc, parent_id, request_id, pairs)
+        return pairs
+
+    def _render(self, sc: SpanContext, parent_id: int | None, request_id: str | None) -> Pairs:
+        trace_id = sc.trace_id
+        # printf-style: measurably cheaper than an f-string format spec on this path.
+        trace_hex = "%032x" % trace_id  # noqa: UP031
+        span_hex = "%016x" % sc.span_id  # noqa: UP031
+        parent_hex = "%016x" % parent_id if parent_id else None  # noqa: UP031
+        flags = sc.trace_flags
+        sampled = flags & 0x01
+        pairs: list[tuple[str, str]] = []
+        append = pairs.append
+        for code in self._codes:
+            if code == _TRACECONTEXT:
+                append((tracecontext.TRACEPARENT, f"00-{trace_hex}-{span_hex}-{_FLAGS_HEX[flags & 0x03]}"))
+                state = sc.trace_state
+                if state:
+                    append((tracecontext.TRACESTATE, state.to_header()))
+            elif code == _B3MULTI:
+                append((b3.TRACE_ID, trace_hex))
+                append((b3.SPAN_ID, span_hex))
+                if parent_hex is not None:
+                    append((b3.PARENT_SPAN_ID, parent_hex))
+                append((b3.SAMPLED, "1" if sampled else "0"))
+            elif code == _B3SINGLE:
+                suffix = "" if parent_hex is None else "-" + parent_hex
+                append((b3.SINGLE, f"{trace_hex}-{span_hex}-{'1' if sampled else '0'}{suffix}"))
+            elif code == _JAEGER:
+                append((jaeger.TRACE_HEADER,
+                        f"{trace_hex}:{span_hex}:{parent_hex or _NO_PARENT}:{'01' if sampled else '00'}"))
+            else:  # OT: a 64-bit trace id goes out as 16 hex, the low half of the zero-padded 32
+                append((ottrace.TRACE_ID, trace_hex[16:] if trace_id >> 64 == 0 else trace_hex))
+                append((ottrace.SPAN_ID, span_hex))
+                append((ottrace.SAMPLED, "true" if sampled else "false"))
+        if request_id is not None and requestid.sendable(request_id):
+            append((requestid.HEADER, request_id))
+        return tuple(pairs)
