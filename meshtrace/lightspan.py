@@ -48,7 +48,6 @@ from opentelemetry.sdk.trace import (
     logger,
 )
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util import BoundedList
@@ -56,6 +55,11 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from opentelemetry.util.types import AttributeValue
 
 from meshtrace.sampling import is_attribute_blind, known_decision
+
+try:  # private, and only in recent SDKs (pyproject allows older ones: their tracers simply take the SDK path)
+    from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    NoOpTracerMetrics = None  # type: ignore[assignment,misc]
 
 __all__ = ["LightSpan", "start_light_span"]
 
