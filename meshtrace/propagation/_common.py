@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final, NamedTuple
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
-from opentelemetry.context import Context, create_key, get_value, set_value
+from opentelemetry.context import Context, create_key, get_value
 from opentelemetry.propagators import textmap
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from meshtrace.propagation._context import (
+    DEBUG_KEY,
+    DEFERRED_KEY,
+    SAMPLING_HINT_KEY,
     get_sampling_hint,
     is_debug,
     is_sampling_deferred,
-    set_debug,
-    set_sampling_deferred,
-    set_sampling_hint,
 )
 from meshtrace.propagation._getter import CaseInsensitiveGetter, values_of
 
@@ -42,6 +41,9 @@ SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 RANDOM_FLAG: Final = 0x02  # W3C trace-context level 2: the trace id's right 7 bytes are random
 MAX_TRACE_ID: Final = (1 << 128) - 1
 MAX_SPAN_ID: Final = (1 << 64) - 1
+
+# The context key OpenTelemetry keeps the current span under, learnt through the public API (it is private).
+_SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 
 # What the extracted remote span's own parent was (B3 ParentSpanId, Jaeger parent), keyed by the remote
 # span id so that a child span started later in the same context never inherits its grandparent's id.
@@ -137,9 +139,11 @@ class Headers:
                     break
 
 
-@dataclass(frozen=True, slots=True)
-class Extracted:
-    """What one format found: a valid remote span context and/or a bare sampling decision."""
+class Extracted(NamedTuple):
+    """What one format found: a valid remote span context and/or a bare sampling decision.
+
+    A NamedTuple rather than a frozen dataclass, like Outgoing: one is built per extracted request.
+    """
 
     span_context: SpanContext | None = None
     parent_span_id: int | None = None
@@ -148,18 +152,26 @@ class Extracted:
     sampling_hint: bool | None = None
 
     def apply(self, context: Context) -> Context:
+        entries: dict[str, object] = {}
+        self.add_to(entries)
+        return Context({**context, **entries}) if entries else context  # one copy, not one per set_value
+
+    def add_to(self, entries: dict[str, object]) -> None:
+        """Put what this says into `entries` (context keys to values), as the setters would."""
         if self.span_context is not None:
-            context = trace.set_span_in_context(NonRecordingSpan(self.span_context), context)
+            entries[_SPAN_KEY] = NonRecordingSpan(self.span_context)
             if self.parent_span_id is not None:
-                context = set_value(_REMOTE_PARENT, (self.span_context.span_id, self.parent_span_id), context)
+                entries[_REMOTE_PARENT] = (self.span_context.span_id, self.parent_span_id)
         if self.debug:
-            context = set_debug(True, context)
-            context = set_sampling_hint(True, context)  # a debug trace is forced into the sample
+            entries[DEBUG_KEY] = True
+            entries[SAMPLING_HINT_KEY] = True  # a debug trace is forced into the sample
         elif self.sampling_hint is not None:
-            context = set_sampling_hint(self.sampling_hint, context)
+            entries[SAMPLING_HINT_KEY] = self.sampling_hint
         if self.deferred:
-            context = set_sampling_deferred(True, context)
-        return context
+            entries[DEFERRED_KEY] = True
+
+
+_FLAGS: Final = tuple(TraceFlags(bits) for bits in range(4))  # immutable: shared rather than built per request
 
 
 def remote_context(
@@ -176,14 +188,8 @@ def remote_context(
     """An Extracted for ids already parsed from hex, or None when either id is zero (invalid)."""
     if not (0 < trace_id <= MAX_TRACE_ID and 0 < span_id <= MAX_SPAN_ID):
         return None
-    flags = (TraceFlags.SAMPLED if sampled or debug else 0) | (RANDOM_FLAG if random else 0)
-    span_context = SpanContext(
-        trace_id=trace_id,
-        span_id=span_id,
-        is_remote=True,
-        trace_flags=TraceFlags(flags),
-        trace_state=trace_state,
-    )
+    flags = _FLAGS[(1 if sampled or debug else 0) | (RANDOM_FLAG if random else 0)]
+    span_context = SpanContext(trace_id, span_id, True, flags, trace_state)
     return Extracted(span_context, parent_span_id or None, debug, deferred and not debug)
 
 

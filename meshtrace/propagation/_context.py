@@ -9,6 +9,10 @@ from __future__ import annotations
 from opentelemetry.context import Context, create_key, get_value, set_value
 
 __all__ = [
+    "DEBUG_KEY",
+    "DEFERRED_KEY",
+    "REQUEST_ID_KEY",
+    "SAMPLING_HINT_KEY",
     "get_request_id",
     "get_sampling_hint",
     "is_debug",
@@ -19,9 +23,10 @@ __all__ = [
     "set_sampling_hint",
 ]
 
-_REQUEST_ID = create_key("meshtrace-request-id")
-_DEBUG = create_key("meshtrace-debug")
-_SAMPLING_HINT = create_key("meshtrace-sampling-hint")
+# The keys are exported for the propagators alone, which set several at once in a single context copy.
+REQUEST_ID_KEY = _REQUEST_ID = create_key("meshtrace-request-id")
+DEBUG_KEY = _DEBUG = create_key("meshtrace-debug")
+SAMPLING_HINT_KEY = _SAMPLING_HINT = create_key("meshtrace-sampling-hint")
 
 
 def get_request_id(context: Context | None = None) -> str | None:
@@ -53,7 +58,7 @@ def set_sampling_hint(sampled: bool, context: Context | None = None) -> Context:
     return set_value(_SAMPLING_HINT, sampled, context)
 
 
-_DEFERRED = create_key("meshtrace-sampling-deferred")
+DEFERRED_KEY = _DEFERRED = create_key("meshtrace-sampling-deferred")
 
 
 def is_sampling_deferred(context: Context | None = None) -> bool:

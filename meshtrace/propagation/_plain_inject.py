@@ -15,20 +15,18 @@ from __future__ import annotations
 from typing import Final
 
 from opentelemetry import baggage as otel_baggage
-from opentelemetry import trace
 from opentelemetry.context import Context, get_current
 from opentelemetry.trace import Span, SpanContext
 
 from meshtrace.propagation import b3, jaeger, ottrace, requestid, tracecontext
-from meshtrace.propagation._common import _REMOTE_PARENT
+from meshtrace.propagation._common import _REMOTE_PARENT, _SPAN_KEY
 from meshtrace.propagation._context import get_request_id, is_debug, is_sampling_deferred
 
 __all__ = ["Pairs", "PlainInjector"]
 
 Pairs = tuple[tuple[str, str], ...]
 
-# The context keys OpenTelemetry keeps the span and the baggage under, learnt through the public API.
-_SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+# The context key OpenTelemetry keeps the baggage under, learnt through the public API (it is private).
 _BAGGAGE_KEY: Final = next(iter(otel_baggage.set_baggage("k", "v", Context())))
 
 _TRACECONTEXT, _B3MULTI, _B3SINGLE, _JAEGER, _OTTRACE = range(5)

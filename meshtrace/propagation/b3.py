@@ -40,7 +40,11 @@ def _state_only(state: str) -> Extracted:
 
 
 def parse_single(headers: Headers) -> Extracted | None:
-    value = headers.first(SINGLE)
+    return parse_single_value(headers.first(SINGLE))
+
+
+def parse_single_value(value: str | None) -> Extracted | None:
+    """The `b3` header's meaning, given its first value stripped of optional whitespace."""
     if not value:
         return None
     if value in ("0", "1", "d"):
@@ -63,12 +67,18 @@ def parse_single(headers: Headers) -> Extracted | None:
 
 
 def parse_multi(headers: Headers) -> Extracted | None:
-    trace_hex = headers.first(TRACE_ID)
-    span_hex = headers.first(SPAN_ID)
-    parent_hex = headers.first(PARENT_SPAN_ID)
-    sampled_raw = headers.first(SAMPLED)
+    return parse_multi_values(
+        headers.first(TRACE_ID), headers.first(SPAN_ID), headers.first(PARENT_SPAN_ID), headers.first(SAMPLED),
+        headers.first(FLAGS),
+    )
+
+
+def parse_multi_values(
+    trace_hex: str | None, span_hex: str | None, parent_hex: str | None, sampled_raw: str | None, flags: str | None
+) -> Extracted | None:
+    """The `X-B3-*` headers' meaning, given each one's first value stripped of optional whitespace."""
     # Only "1" means debug; the spec says any other X-B3-Flags value is ignored.
-    debug = headers.first(FLAGS) == "1"
+    debug = flags == "1"
     sampled: bool | None = None
     if sampled_raw is not None:
         sampled = _SAMPLED_VALUES.get(sampled_raw.lower())

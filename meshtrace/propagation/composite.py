@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context
@@ -15,6 +14,8 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from meshtrace.errors import ConfigError
 from meshtrace.propagation import _prefixed, b3, baggage, jaeger, ottrace, requestid, tracecontext
 from meshtrace.propagation._common import SAMPLED, Extracted, Headers, Outgoing, emit
+from meshtrace.propagation._getter import CaseInsensitiveGetter
+from meshtrace.propagation._plain_extract import extract_plain
 from meshtrace.propagation._plain_inject import PlainInjector
 
 __all__ = ["DEFAULT_FORMATS", "ENV_VAR", "MeshPropagator", "parse_formats"]
@@ -133,6 +134,12 @@ class MeshPropagator(textmap.TextMapPropagator):
         getter: textmap.Getter[textmap.CarrierT] | None = None,
     ) -> Context:
         context = Context() if context is None else context
+        if type(carrier) is dict and (
+            getter is None or getter is textmap.default_getter or type(getter) is CaseInsensitiveGetter
+        ):
+            plain = extract_plain(cast(dict[str, Any], carrier), context)
+            if plain is not None:
+                return plain
         headers = Headers(carrier, getter)
         lowered = headers.lowered
         if lowered is None:
@@ -225,7 +232,7 @@ def _enrich(
         return found
     if debug and not sc.trace_flags.sampled:
         sc = SpanContext(sc.trace_id, sc.span_id, True, TraceFlags(sc.trace_flags | SAMPLED), sc.trace_state)
-    return replace(found, span_context=sc, debug=debug, parent_span_id=parent, deferred=found.deferred and not debug)
+    return found._replace(span_context=sc, debug=debug, parent_span_id=parent, deferred=found.deferred and not debug)
 
 
 def _extract_prefixed_baggage(headers: Headers, context: Context, taken: set[str]) -> Context:

@@ -32,7 +32,11 @@ _UBER = re.compile(r"([0-9a-fA-F]{1,32}):([0-9a-fA-F]{1,16}):([0-9a-fA-F]{1,16})
 
 
 def parse(headers: Headers) -> Extracted | None:
-    value = headers.first(TRACE_HEADER)
+    return parse_value(headers.first(TRACE_HEADER))
+
+
+def parse_value(value: str | None) -> Extracted | None:
+    """The `uber-trace-id` header's meaning, given its first value stripped of optional whitespace."""
     if not value:
         return None
     if "%" in value:

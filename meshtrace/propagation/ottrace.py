@@ -35,13 +35,15 @@ _SAMPLED_VALUES: Final = {"true": True, "1": True, "false": False, "0": False}
 
 
 def parse(headers: Headers) -> Extracted | None:
-    trace_hex = headers.first(TRACE_ID)
-    span_hex = headers.first(SPAN_ID)
+    return parse_values(headers.first(TRACE_ID), headers.first(SPAN_ID), headers.first(SAMPLED))
+
+
+def parse_values(trace_hex: str | None, span_hex: str | None, sampled_raw: str | None) -> Extracted | None:
+    """The `ot-tracer-*` headers' meaning, given each one's first value stripped of optional whitespace."""
     if trace_hex is None or span_hex is None:
         return None
     if _TRACE_ID.fullmatch(trace_hex) is None or _SPAN_ID.fullmatch(span_hex) is None:
         return None
-    sampled_raw = headers.first(SAMPLED)
     sampled: bool | None = None
     if sampled_raw is not None:
         sampled = _SAMPLED_VALUES.get(sampled_raw.lower())

@@ -18,7 +18,11 @@ _MAX_LENGTH: Final = 1024
 
 
 def parse(headers: Headers) -> str | None:
-    value = headers.first(HEADER)
+    return accept(headers.first(HEADER))
+
+
+def accept(value: str | None) -> str | None:
+    """The request id to keep, given the header's first value stripped of optional whitespace."""
     if not value or len(value) > _MAX_LENGTH or not visible_value(value):
         return None
     return value

@@ -40,6 +40,13 @@ _KNOWN_FLAGS = 0x03  # sampled, random; other bits are reserved and must not be 
 
 def parse(headers: Headers) -> Extracted | None:
     values = headers.values(TRACEPARENT)
+    if values is None or len(values) != 1:
+        return None  # see parse_values: only then is tracestate worth reading
+    return parse_values(values, headers.values(TRACESTATE))
+
+
+def parse_values(values: list[str] | None, tracestate: list[str] | None) -> Extracted | None:
+    """`traceparent`/`tracestate` meaning, given every value of each stripped of optional whitespace."""
     # The spec (and its test suite) treats two traceparent headers as no traceparent: restart the trace.
     if values is None or len(values) != 1:
         return None
@@ -57,7 +64,7 @@ def parse(headers: Headers) -> Extracted | None:
         int(trace_hex, 16),
         int(span_hex, 16),
         bool(flags & 0x01),
-        trace_state=parse_tracestate(headers.values(TRACESTATE)),
+        trace_state=parse_tracestate(tracestate),
         random=bool(flags & 0x02),
     )
 

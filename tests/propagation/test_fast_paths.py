@@ -61,6 +61,61 @@ _VALUES = st.one_of(
     st.text(max_size=40),
 )
 _CARRIERS = st.dictionaries(st.sampled_from(_NAMES), _VALUES, max_size=8)
+# Lowercase names, as the WSGI integration hands them over: the carriers the plain-dict path takes itself.
+_LOWER_NAMES = [
+    "traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+    "x-b3-flags", "uber-trace-id", "ot-tracer-traceid", "ot-tracer-spanid", "ot-tracer-sampled", "x-request-id",
+    "host",
+]
+_EDGE_VALUES = st.one_of(
+    _VALUES,
+    _VALUES.map(str.upper),  # uppercase hex: valid for Jaeger only
+    _VALUES.map(lambda value: f" {value}\t"),  # optional whitespace around a value
+    st.sampled_from(["0", "00000000000000000000000000000000", "0000000000000000", "1234", "abc", "TRUE"]),
+    st.builds(lambda t, s, f: f"{t}:{s}:0:{f}", _hex(32), _hex(16), st.sampled_from(["1", "2", "3", "ff", "x"])),
+    st.builds(lambda t, s: f"{t}-{s}-d", _hex(64), _hex(64)),
+    st.sampled_from(["vendor=x1", "a=1,b=2", "A=1", "a=1,a=2", "", " , a=1"]),
+    st.lists(st.sampled_from(["1", "00f067aa0ba902b7"]), min_size=1, max_size=2),  # several values
+)
+_ID = st.one_of(_hex(128), _hex(64), _hex(64).map(str.upper), _hex(16), st.just("0" * 16))
+_REQUEST = {"x-request-id": st.sampled_from(["5f9c2a8e-0d1b", "", " id\t", "bad\u00e9"])}
+# Well-formed header sets of one format, with the odd bad part, so that most examples do carry a span.
+_ONE_FORMAT = st.one_of(
+    st.fixed_dictionaries(
+        {"traceparent": st.builds(lambda t, s, f: f"00-{t}-{s}-{f}", _hex(128), _hex(64),
+                                  st.sampled_from(["00", "01", "02", "03", "ff", "0x"]))},
+        optional={"tracestate": st.sampled_from(["vendor=x1", "a=1,b=2", "a=1,a=2", "A=1", ""]), **_REQUEST},
+    ),
+    st.fixed_dictionaries(
+        {"x-b3-traceid": _ID, "x-b3-spanid": _ID},
+        optional={"x-b3-parentspanid": _ID, "x-b3-sampled": st.sampled_from(["1", "0", "true", "False", "2"]),
+                  "x-b3-flags": st.sampled_from(["1", "0"]), **_REQUEST},
+    ),
+    st.fixed_dictionaries(
+        {"b3": st.builds(lambda t, s, r: f"{t}-{s}{r}", _ID, _ID,
+                         st.sampled_from(["", "-1", "-0", "-d", "-1-00f067aa0ba902b7", "-0-" + "0" * 16]))},
+        optional=_REQUEST,
+    ),
+    st.fixed_dictionaries(
+        {"uber-trace-id": st.builds(lambda t, s, p, f: f"{t}:{s}:{p}:{f}", _ID, _ID, _ID | st.just("0"),
+                                    st.sampled_from(["0", "1", "2", "3", "07"]))},
+        optional=_REQUEST,
+    ),
+    st.fixed_dictionaries(
+        {"ot-tracer-traceid": _ID, "ot-tracer-spanid": _ID},
+        optional={"ot-tracer-sampled": st.sampled_from(["true", "1", "False", "0", "yes"]), **_REQUEST},
+    ),
+)
+_FAST_CARRIERS = st.one_of(
+    _ONE_FORMAT,
+    st.dictionaries(st.sampled_from(_LOWER_NAMES), _EDGE_VALUES, max_size=6),
+    # One format's names only (plus the request id), which the plain path answers without the general one.
+    st.sampled_from([
+        ["traceparent", "tracestate"], ["b3"], ["x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+                                                "x-b3-flags"],
+        ["uber-trace-id"], ["ot-tracer-traceid", "ot-tracer-spanid", "ot-tracer-sampled"],
+    ]).flatmap(lambda names: st.dictionaries(st.sampled_from([*names, "x-request-id"]), _EDGE_VALUES, max_size=6)),
+)
 
 
 def _normalised(context: Context) -> dict[str, Any]:
@@ -75,6 +130,16 @@ def test_fast_extract_matches_the_general_path(carrier: dict[str, str]) -> None:
     fast = propagator.extract(carrier)
     general = propagator.extract(carrier, getter=_AskEachName())
     assert _normalised(fast) == _normalised(general)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_FAST_CARRIERS)
+def test_plain_dict_extract_matches_the_general_path(carrier: dict[str, Any]) -> None:
+    propagator = MeshPropagator()
+    fast = propagator.extract(carrier)
+    general = propagator.extract(carrier, getter=_AskEachName())
+    assert _normalised(fast) == _normalised(general)
+    assert _normalised(propagator.extract(carrier, getter=CaseInsensitiveGetter())) == _normalised(general)
 
 
 _IDS = st.tuples(st.integers(1, (1 << 128) - 1) | st.integers(1, (1 << 64) - 1), st.integers(1, (1 << 64) - 1))
