@@ -1,4 +1,13 @@
-"""MeshPropagator: reads every trace format (first valid wins), writes every configured one."""
+"""MeshPropagator: reads every trace format (first valid wins), writes every configured one.
+
+Theory of operation. Each format module knows its own grammar; this one composes them. Extraction takes the
+cheapest path that gives the same answer: a plain dict of lowercase names holding one trace format is read
+by `_plain_extract`; any other mapping is lowered once and only the parsers of formats present run; a
+foreign getter is asked for every name. Injection renders a plain context (valid, decided, no debug, no
+baggage) in one pass through `_plain_inject`, remembered for a span that injects again, and writes a dict
+carrier with a single update; anything else goes through each format's renderer. Property tests hold every
+shortcut equal to the general path.
+"""
 
 from __future__ import annotations
 
@@ -137,6 +146,7 @@ class MeshPropagator(textmap.TextMapPropagator):
         if type(carrier) is dict and (
             getter is None or getter is textmap.default_getter or type(getter) is CaseInsensitiveGetter
         ):
+            # Fastest: a dict of lowercase names with one trace format in it (see _plain_extract).
             plain = extract_plain(cast(dict[str, Any], carrier), context)
             if plain is not None:
                 return plain
@@ -144,10 +154,10 @@ class MeshPropagator(textmap.TextMapPropagator):
         lowered = headers.lowered
         if lowered is None:
             return _extract(headers, context, None, prefixed=True)  # a foreign getter: ask for every name
-        # Fast path (every extract from a plain mapping or a WSGI environ): a request carries a handful of
-        # headers, so one C-level intersection tells which formats can find anything; the parsers of absent
-        # formats, which would each return None, are skipped. The prefix scan for `uberctx-`/`ot-baggage-`
-        # only runs when some header is not one of the fixed names.
+        # Next fastest (any other mapping read whole: mixed-case keys, several formats, baggage): a request
+        # carries a handful of headers, so one C-level intersection tells which formats can find anything; the
+        # parsers of absent formats, which would each return None, are skipped. The prefix scan for
+        # `uberctx-`/`ot-baggage-` only runs when some header is not one of the fixed names.
         present = _ALL_FIELDS.intersection(lowered)
         prefixed = len(present) < len(lowered) and any(name.startswith(_BAGGAGE_PREFIXES) for name in lowered)
         if not present and not prefixed:
