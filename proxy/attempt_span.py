@@ -5,7 +5,10 @@ Only routes with `retries` get them (without rules nothing changes). Attempt n c
 try). An attempt span ends when its try fails and is retried (with the status or the failure that caused it), or
 with the exchange. The spans come from the hop tracer's provider so they land in the same export pipeline as the
 hop span; without one, from `meshtrace.get_tracer`; both through `meshtrace.spans.start_span`, the core's cheapest
-way to start an SDK span. Trace headers sent upstream stay those of the hop span.
+way to start an SDK span. Each try's request head carries the trace headers of its attempt span (every
+configured format, rendered by the hop tracer's `inject`), so the upstream's SERVER span nests under the try that
+reached it, as with Envoy's per-attempt upstream spans; the hop record keeps the hop span's ids. Without an attempt
+span (no retries, or the hop span not recording) the head carries the hop span's headers, encoded once.
 """
 
 from __future__ import annotations

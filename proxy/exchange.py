@@ -57,6 +57,7 @@ KEEP_LIMIT = 64 * 1024      # request body bytes kept for retries; a bigger body
 class Exchange:
     __slots__ = (
         "_attempt",
+        "_attempt_head",
         "_deadline",
         "_hex_ids",
         "_out",
@@ -151,6 +152,8 @@ class Exchange:
         self.retry_slot = False                     # holds one of the cluster's maxRetries
         self.waiting = False                        # queued for a connection (http1MaxPendingRequests)
         self._attempt: trace.Span | None = None     # the current try's CLIENT span (routes with retries)
+        # With attempt spans: the upstream head's headers and where each try's trace headers go into them.
+        self._attempt_head: tuple[Headers, int] | None = None
         self.counted: Host | None = None            # the host whose in-flight count holds this request
         self.mirror_out: Headers | None = None      # headers for the mirror copy, until it is sent
 
@@ -215,14 +218,23 @@ class Exchange:
             out.append((ctx.peer_header, ctx.peer_value))
         if self.mirror_out is not None:
             self.mirror_out = list(out)
+        trace_at = -1
         if self._span is not None and self._trace_context is not None and tracer is not None:
-            self._hex_ids = tracer.inject(self._span, self._trace_context, out)
+            if self.retry is not None and self._span.is_recording():
+                # Each try gets a span of its own and sends trace headers naming it (`_start_attempt` encodes
+                # its head), so the upstream's spans nest under the try that reached it, as with Envoy.
+                trace_at = len(out)
+            else:
+                self._hex_ids = tracer.inject(self._span, self._trace_context, out)
         if head.upgrade:
             out.append((b"connection", b"upgrade"))
             out.append((b"upgrade", hmap.get(b"upgrade", b"")))
         if head.chunked:
             out.append((b"transfer-encoding", b"chunked"))
-        self.out_head = encode_request_head(head.method, decision.target, out)
+        if trace_at < 0:
+            self.out_head = encode_request_head(head.method, decision.target, out)
+        else:
+            self._attempt_head = (out, trace_at)
         limits = route.limits
         if limits is None:
             self.pool = ctx.pools.get(route.host, route.port)
@@ -259,7 +271,7 @@ class Exchange:
         assert self.pool is not None
         self.tries += 1
         self.upstream_ns = time.perf_counter_ns()
-        if self.retry is not None and self._span is not None and self._span.is_recording():
+        if self._attempt_head is not None:
             self._start_attempt()
         conn = self.pool.acquire_idle()
         if conn is not None:
@@ -374,17 +386,28 @@ class Exchange:
     # a request whose body outgrew that is never retried (its bytes are gone). A failed try (retriable status
     # before any response byte went downstream, reset, connect failure, per-try timeout) drops its upstream
     # connection, re-queues the kept body as pending, and re-acquires after a jittered backoff; the route
-    # timeout (`_deadline`) runs from the first try's request end and covers all tries.
+    # timeout (`_deadline`) runs from the first try's request end and covers all tries. With tracing, each try
+    # has its own CLIENT span (a child of the hop span) and its request head carries that span's trace headers,
+    # re-encoded per try; the hop record keeps the hop span's ids.
     def _start_attempt(self) -> None:
         if self._attempt is not None:
             end_attempt(self._attempt, 0, "superseded")
         tracer = self.ctx.tracer
         decision = self.decision
         span = self._span
+        attempt_head = self._attempt_head
         assert span is not None
-        name = decision.route.cluster if decision is not None else "upstream"
-        self._attempt = start_attempt(tracer.tracer if tracer is not None else None, span, self._trace_context,
-                                      name, self.tries, self.upstream_address)
+        assert tracer is not None
+        assert decision is not None
+        assert attempt_head is not None
+        attempt = start_attempt(tracer.tracer, span, self._trace_context, decision.route.cluster, self.tries,
+                                self.upstream_address)
+        self._attempt = attempt
+        headers, trace_at = attempt_head
+        out = headers[:trace_at]
+        tracer.inject(attempt, self._trace_context or Context(), out)    # its ids are not the hop record's
+        out += headers[trace_at:]
+        self.out_head = encode_request_head(self.head.method, decision.target, out)
 
     def _end_attempt(self, status: int, error: str = "") -> None:
         attempt = self._attempt
