@@ -207,3 +207,20 @@ def test_same_span_with_another_request_id_is_rendered_again() -> None:
     assert dict(propagator.headers_for(set_request_id("first", context)))["x-request-id"] == "first"
     assert dict(propagator.headers_for(set_request_id("second", context)))["x-request-id"] == "second"
     assert "x-request-id" not in dict(propagator.headers_for(context))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_contexts(), st.lists(st.integers(1, (1 << 64) - 1), min_size=1, max_size=4))
+def test_sibling_spans_get_their_own_span_id(parent: Context, span_ids: list[int]) -> None:
+    # Outbound calls made while serving one request share the trace and the parent; only the span id differs.
+    propagator = MeshPropagator()
+    base = trace.get_current_span(parent).get_span_context()
+    trace_id = base.trace_id if base.is_valid else 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    for span_id in span_ids:
+        child = SpanContext(trace_id, span_id, False, base.trace_flags, base.trace_state)
+        context = trace.set_span_in_context(NonRecordingSpan(child), parent)
+        remembered: dict[str, str] = {}
+        propagator.inject(remembered, context)
+        fresh: dict[str, str] = {}
+        MeshPropagator().inject(fresh, context)
+        assert remembered == fresh
