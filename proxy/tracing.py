@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
 from opentelemetry.context import Context, create_key, get_value, set_value
-from opentelemetry.propagators.textmap import Getter, TextMapPropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
@@ -49,20 +49,6 @@ _NO_PARENT = b"0" * 16
 def _header_to_inject(name: str) -> bytes | None:
     key = name.lower().encode("latin-1")
     return None if key in _NOT_INJECTED or key.startswith(_BAGGAGE_PREFIXES) else key
-
-
-class _BytesGetter(Getter[Mapping[bytes, bytes]]):
-    """Reads the codec's `{lowercase name: value}` byte map without building a str dict per request."""
-
-    def get(self, carrier: Mapping[bytes, bytes], key: str) -> list[str] | None:
-        value = carrier.get(key.lower().encode("latin-1"))
-        return None if value is None else [value.decode("latin-1")]
-
-    def keys(self, carrier: Mapping[bytes, bytes]) -> list[str]:
-        return [name.decode("latin-1") for name in carrier]
-
-
-_GETTER = _BytesGetter()
 
 
 class ProxySampler(Sampler):
@@ -144,10 +130,16 @@ class HopTracer:
     def start(self, hmap: Mapping[bytes, bytes], name: str, start_ns: int) -> tuple[trace.Span, Context]:
         """The hop's span, and the extracted context (debug, hints) that `inject` needs to say all of it again."""
         # Most requests at the edge carry no trace header at all: skip the propagator's dozen lookups then.
-        if self.extract_names.isdisjoint(hmap) and not any(name.startswith(_BAGGAGE_PREFIXES) for name in hmap):
+        present = self.extract_names.intersection(hmap)
+        prefixed = [key for key in hmap if key.startswith(_BAGGAGE_PREFIXES)]
+        if not present and not prefixed:
             context = Context()
         else:
-            context = self.propagator.extract(hmap, getter=_GETTER)
+            # Hand the propagator a small str dict of just the headers it reads: with the default getter that is
+            # MeshPropagator's fast extract (a third of the instructions of reading the byte map through a getter,
+            # which makes it try every format and scan every name).
+            carrier = {key.decode("latin-1"): hmap[key].decode("latin-1") for key in (*present, *prefixed)}
+            context = self.propagator.extract(carrier)
         if b"x-envoy-force-trace" in hmap or b"x-client-trace-id" in hmap:
             context = set_value(_FORCE, True, context)
         return start_span(self.tracer, name, context, self.kind, start_time=start_ns), context
