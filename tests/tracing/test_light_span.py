@@ -30,7 +30,6 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -43,6 +42,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
+from tracing_support import CountingIds
 
 import meshtrace
 from meshtrace import lightspan
@@ -57,19 +57,6 @@ ATTRIBUTES: dict[str, AttributeValue] = {"http.request.method": "GET", "url.path
               "server.address": "localhost", "server.port": 8080, "client.address": "127.0.0.1",
               "user_agent.original": "test/1", "network.protocol.version": "1.1", "ratio": 0.5, "tls": False}
 T0 = 1_700_000_000_000_000_000
-
-
-class CountingIds(IdGenerator):
-    def __init__(self) -> None:
-        self.next = 0
-
-    def generate_span_id(self) -> int:
-        self.next += 1
-        return self.next
-
-    def generate_trace_id(self) -> int:
-        self.next += 1
-        return 0xABC0000 + self.next
 
 
 class Recorder(SpanProcessor):

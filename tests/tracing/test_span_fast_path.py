@@ -19,7 +19,6 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     Decision,
@@ -31,6 +30,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
+from tracing_support import CountingIds
 
 import meshtrace
 from meshtrace import spans
@@ -43,19 +43,6 @@ SERVER_ATTRIBUTES: dict[str, AttributeValue] = {
     "server.port": 8080, "client.address": "127.0.0.1", "user_agent.original": "test/1",
     "network.protocol.version": "1.1",
 }
-
-
-class CountingIds(IdGenerator):
-    def __init__(self) -> None:
-        self.next = 0
-
-    def generate_span_id(self) -> int:
-        self.next += 1
-        return self.next
-
-    def generate_trace_id(self) -> int:
-        self.next += 1
-        return 0xABC0000 + self.next
 
 
 class DropsHealthChecks(Sampler):
