@@ -428,10 +428,7 @@ class Exchange:
             self.retry_slot = True
         self._end_attempt(status, error)
         self._cancel_timer()
-        up = self.upstream
-        self.upstream = None
-        if up is not None:
-            up.abort()
+        self._abort_upstream()
         self.request_sent = False
         self.response_started = False
         self.status = 0
@@ -454,10 +451,7 @@ class Exchange:
         if self.finished or self.response_started:
             return
         self._exhausted()
-        up = self.upstream
-        self.upstream = None
-        if up is not None:
-            up.abort()
+        self._abort_upstream()
         self.local_reply(504, flags.UT, "upstream request timeout")
 
     def on_request_body(self, data: bytes) -> None:
@@ -648,10 +642,7 @@ class Exchange:
             if self._retry_later(0, flags.UT):
                 return
             self._exhausted()
-        up = self.upstream
-        self.upstream = None
-        if up is not None:
-            up.abort()
+        self._abort_upstream()
         if not self.response_started:
             self.local_reply(504, flags.UT, "upstream request timeout")
         else:
@@ -663,10 +654,7 @@ class Exchange:
         """Nothing moved either way for the stream idle timeout: 408 if we still can, else a reset."""
         if self.finished or not self.started:
             return
-        up = self.upstream
-        self.upstream = None
-        if up is not None:
-            up.abort()
+        self._abort_upstream()
         if not self.response_started:
             self.keep_alive = False
             self.local_reply(408, flags.SI, "stream timeout")
@@ -674,6 +662,13 @@ class Exchange:
             self.flags.append(flags.SI)
             self.conn.abort()
             self.finish()
+
+    def _abort_upstream(self) -> None:
+        """Drop the upstream connection, if any, without returning it to the pool (its state is unknown)."""
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abort()
 
     def _cancel_timer(self) -> None:
         timer = self._timer
@@ -692,10 +687,7 @@ class Exchange:
         """Answer from the proxy itself; closes the connection when the request body is not all read."""
         if flag != flags.NONE:
             self.flags.append(flag)
-        up = self.upstream
-        self.upstream = None
-        if up is not None:
-            up.abort()
+        self._abort_upstream()
         self.status = status
         if not self.request_done or self.conn.draining or self.head.upgrade:
             self.keep_alive = False
@@ -711,10 +703,7 @@ class Exchange:
         """The client went away: drop the upstream (it may be mid-response) and record DC."""
         if self.finished:
             return
-        up = self.upstream
-        self.upstream = None
-        if up is not None:
-            up.abort()
+        self._abort_upstream()
         if not self.started:
             self.finished = True            # never began: no span, no hop
             return
