@@ -21,7 +21,7 @@ from meshtrace.integrations._base import Switch, log_failure
 from meshtrace.integrations._common import SUPPRESS_HTTP_KEY, TracerCache, host_and_port, is_suppressed
 from meshtrace.spans import set_clean_attributes, start_span
 
-__all__ = ["ClientTracer", "send_wrapper", "split_url"]
+__all__ = ["ClientTracer", "begin_call", "send_wrapper", "split_url"]
 
 #: The context key OpenTelemetry keeps the current span under, learnt through the public API (it is private).
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
@@ -114,6 +114,15 @@ class ClientTracer:
 Describe = Callable[[Any], tuple[str, str, MutableMapping[str, str]]]
 
 
+def begin_call(client: ClientTracer, label: str, describe: Describe, request: Any) -> _Call | None:
+    """`client.start` for `request`; None when the call must not be traced or our own code failed (logged)."""
+    try:
+        return client.start(*describe(request))
+    except Exception:
+        log_failure(label)
+        return None
+
+
 def send_wrapper(client: ClientTracer, label: str, describe: Describe) -> Any:
     """A wrapt-style factory for a synchronous `send(self, request, ...)`: one CLIENT span per call.
 
@@ -124,11 +133,7 @@ def send_wrapper(client: ClientTracer, label: str, describe: Describe) -> Any:
         def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             if not switch.on:
                 return original(self, request, *args, **kwargs)
-            try:
-                call = client.start(*describe(request))
-            except Exception:
-                log_failure(label)
-                call = None
+            call = begin_call(client, label, describe, request)
             if call is None:
                 return original(self, request, *args, **kwargs)
             try:

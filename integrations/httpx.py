@@ -15,8 +15,8 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
-from meshtrace.integrations._base import Instrumentor, Switch, log_failure
-from meshtrace.integrations._client import ClientTracer, send_wrapper
+from meshtrace.integrations._base import Instrumentor, Switch
+from meshtrace.integrations._client import ClientTracer, begin_call, send_wrapper
 
 __all__ = ["HttpxInstrumentor", "instrument", "instrumentor", "uninstrument"]
 
@@ -30,11 +30,7 @@ def _async_factory(client: ClientTracer) -> Any:
         async def _send_single_request(self: Any, request: Any) -> Any:
             if not switch.on:
                 return await original(self, request)
-            try:
-                call = client.start(*_describe(request))
-            except Exception:
-                log_failure("httpx.request")
-                call = None
+            call = begin_call(client, "httpx.request", _describe, request)
             if call is None:
                 return await original(self, request)
             try:
