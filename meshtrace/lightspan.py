@@ -61,14 +61,14 @@ try:  # private, and only in recent SDKs (pyproject allows older ones: their tra
 except ImportError:  # pragma: no cover - depends on the installed SDK
     NoOpTracerMetrics = None  # type: ignore[assignment,misc]
 
-__all__ = ["LightSpan", "start_light_span"]
+__all__ = ["QUIET_ON_START", "LightSpan", "plain_attributes", "start_light_span"]
 
 _PLAIN = frozenset({str, int, bool, float})
 _STR = frozenset({str})
 _UNSET = Status(StatusCode.UNSET)
 _NO_ATTRIBUTES: Mapping[str, Any] = {}
 #: `on_start` implementations known to ignore the span (the SDK's own processors and the base class).
-_QUIET_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
+QUIET_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
 #: `_on_ending` implementations that do nothing (the SDK's own processors and the base class).
 _QUIET_ON_ENDING = frozenset({SpanProcessor._on_ending, BatchSpanProcessor._on_ending,
                              SimpleSpanProcessor._on_ending})
@@ -155,7 +155,7 @@ class _Plan:
         self.metrics_hook = tracer._tracer_metrics
         # The hook is called per span only when it is the real one (internal metrics enabled).
         self.metrics = None if type(self.metrics_hook) is NoOpTracerMetrics else self.metrics_hook
-        self.on_start = tuple(p.on_start for p in processors if type(p).on_start not in _QUIET_ON_START)
+        self.on_start = tuple(p.on_start for p in processors if type(p).on_start not in QUIET_ON_START)
         self.on_ending = tuple(p._on_ending for p in processors if type(p)._on_ending not in _QUIET_ON_ENDING)
         self.on_end = tuple(p.on_end for p in processors)
         # Every field _Span.__init__ sets that is the same for all of this tracer's spans.
@@ -314,6 +314,15 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
     return span
 
 
+def plain_attributes(attributes: Mapping[str, Any]) -> bool:
+    """Every key a non-empty `str`, every value a plain `str`/`int`/`bool`/`float`: nothing the SDK would copy.
+
+    Type checks as C loops over map(type, ...): a third of a Python loop's cost on a 20-attribute hop span.
+    """
+    return "" not in attributes and _STR.issuperset(map(type, attributes)) and _PLAIN.issuperset(
+        map(type, attributes.values()))
+
+
 def _start_attributes(limits: SpanLimits, attributes: Mapping[str, AttributeValue] | None,
                       from_sampler: Mapping[str, Any]) -> BoundedAttributes:
     maxlen = limits.max_span_attributes
@@ -322,8 +331,7 @@ def _start_attributes(limits: SpanLimits, attributes: Mapping[str, AttributeValu
         attributes = {**(attributes or {}), **from_sampler}
     bounded = BoundedAttributes(maxlen, None, False, None)
     if attributes:
-        if (maxlen is None or len(attributes) <= maxlen) and "" not in attributes and _STR.issuperset(
-                map(type, attributes)) and _PLAIN.issuperset(map(type, attributes.values())):
+        if (maxlen is None or len(attributes) <= maxlen) and plain_attributes(attributes):
             bounded._dict = dict(attributes)
         else:
             bounded._set_items(attributes)
