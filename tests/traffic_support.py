@@ -1,6 +1,8 @@
-"""Shared helpers for the traffic-rule tests: request heads without sockets, rule text builders."""
+"""Shared helpers for the traffic-rule tests: request heads without sockets, rule text builders, one GET."""
 
 from __future__ import annotations
+
+import http.client
 
 from meshtrace.proxy.codec import RequestHead
 
@@ -26,3 +28,15 @@ def subsets_rule(host: str, versions: list[str], policy: str = "") -> str:
     extra = f"  trafficPolicy: {policy}\n" if policy else ""
     return (f"{API}kind: DestinationRule\nmetadata: {{name: {host}}}\nspec:\n  host: {host}\n{extra}"
             f"  subsets:\n{subsets}")
+
+
+def status_of_get(port: int, path: str, host: str = "reviews:9080") -> int:
+    """The status of one GET of `path` through the listener on 127.0.0.1:`port`, on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import http.client
 import threading
 from pathlib import Path
 
 from proxy_harness import SidecarThread, UpstreamServer, sidecar_config
-from traffic_support import API, service_entry
+from traffic_support import API, service_entry, status_of_get
 
 from meshtrace.proxy.breaker import CircuitBreaker, ClusterLimits
 from meshtrace.proxy.config import Address
@@ -104,14 +103,7 @@ def start(tmp_path: Path, upstream: UpstreamServer, pool: str, route_extra: str 
 
 
 def get(proxy: SidecarThread, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", proxy.port("outbound"), timeout=10)
-    try:
-        conn.request("GET", path, headers={"Host": "reviews:9080"})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
+    return status_of_get(proxy.port("outbound"), path)
 
 
 def concurrently(proxy: SidecarThread, paths: list[str]) -> list[int]:

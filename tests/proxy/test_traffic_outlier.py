@@ -6,7 +6,7 @@ import http.client
 from pathlib import Path
 
 from proxy_harness import SidecarThread, UpstreamServer, sidecar_config
-from traffic_support import API, service_entry
+from traffic_support import API, service_entry, status_of_get
 
 from meshtrace.proxy.balancer import Host
 from meshtrace.proxy.config import Address
@@ -115,14 +115,7 @@ def test_bad_host_is_ejected_then_uh_when_none_is_left(tmp_path: Path) -> None:
     proxy = SidecarThread(sidecar_config(None, outbound=Address("127.0.0.1", 0), rules=str(rules)))
 
     def get(path: str) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", proxy.port("outbound"), timeout=10)
-        try:
-            conn.request("GET", path, headers={"Host": "reviews:9080"})
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        finally:
-            conn.close()
+        return status_of_get(proxy.port("outbound"), path)
 
     try:
         # Both hosts answer /status/500 with a 500: after two each, both are ejected.
