@@ -9,6 +9,9 @@ from the deque in batches. Two things are added to the SDK processor:
   lock so concurrent producers cannot overfill the deque behind our back; the worker only ever shrinks it.
 - `shutdown(timeout_millis)` honours its deadline (the SDK's span processor waits up to 30 s).
 
+Pre-encoded spans (meshtrace.exporters.encoded) take the same queue through `enqueue`, when
+`accepts_encoded()` says the exporter behind it takes them too.
+
 fork(): the SDK BatchProcessor registers `os.register_at_fork(after_in_child=...)`, which gives the child a
 new worker thread, a new lock and an empty queue (spans queued in the parent are the parent's to export).
 Our own lock is replaced in the child the same way, in case another parent thread held it at fork time.
@@ -26,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from meshtrace import counters
+from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
 
 __all__ = ["DroppingBatchSpanProcessor"]
 
@@ -63,6 +67,11 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
         exporter: SpanExporter = self.span_exporter
         return exporter
 
+    def accepts_encoded(self) -> bool:
+        """True when `enqueue` may be handed EncodedSpans: our own queueing, and an exporter that takes them."""
+        return (type(self) is DroppingBatchSpanProcessor and self._queue is not None and self._emit is not None
+                and self._max_queue_size > 0 and accepts_encoded(self.span_exporter))
+
     def on_end(self, span: ReadableSpan) -> None:
         if not (span.context and span.context.trace_flags.sampled):
             return
@@ -71,6 +80,14 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
         if queue is None or emit is None or self._max_queue_size <= 0:
             super().on_end(span)
             return
+        self.enqueue(span)
+
+    def enqueue(self, span: ReadableSpan | EncodedSpan) -> None:
+        """Queue a finished, sampled span for export, or drop and count it when the queue is full.
+
+        An EncodedSpan only when `accepts_encoded()` said so."""
+        queue: Any = self._queue
+        emit = self._emit
         with self._enqueue_lock:
             if len(queue) >= self._max_queue_size:
                 counters.increment("spans_dropped")

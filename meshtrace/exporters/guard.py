@@ -10,7 +10,8 @@ Theory of operation. Every exporter meshtrace builds is wrapped in a GuardedExpo
   and every failure) are held back while it runs under the guard, and the first one becomes the reason in
   our warning;
 - after fork() builds a fresh wrapped exporter in the child from its factory, so parent and child never share
-  a pooled keep-alive connection to the backend.
+  a pooled keep-alive connection to the backend;
+- accepts pre-encoded spans (meshtrace.exporters.encoded) exactly when the wrapped exporter does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from meshtrace import counters
+from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
 
 __all__ = ["GuardedExporter"]
 
@@ -96,7 +98,10 @@ class GuardedExporter(SpanExporter):
             self._failed_batches = 0
         return self._inner
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def accepts_encoded(self) -> bool:
+        return accepts_encoded(self._current())
+
+    def export(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> SpanExportResult:
         if not spans:
             return SpanExportResult.SUCCESS
         context = set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
@@ -105,7 +110,7 @@ class GuardedExporter(SpanExporter):
         try:
             with _held_logs(self._quiet_loggers) as held:
                 try:
-                    result = self._current().export(spans)
+                    result = self._current().export(spans)  # type: ignore[arg-type]
                 except Exception as exc:
                     result = SpanExportResult.FAILURE
                     reason = f"{type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from meshtrace.exporters.encoded import EncodedSpan
 from meshtrace.exporters.otlp_wire import encode_spans
 
 __all__ = ["QUIET_LOGGERS", "FastOTLPSpanExporter", "build_otlp_exporter"]
@@ -45,14 +46,29 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
     thread holds the GIL while it encodes); everything after it is the parent's: the size limit, the POST
     with its headers and compression, retries with backoff, the exporter's own metrics. Should a future
     OpenTelemetry release rename the private attributes used here, the parent's export runs instead.
+
+    Pre-encoded spans (meshtrace.exporters.encoded) are accepted mixed with SDK spans while this class's own
+    export runs (`accepts_encoded()`); the parent's export would not know them.
     """
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def accepts_encoded(self) -> bool:
+        return type(self).export is FastOTLPSpanExporter.export and self._own_export() is not None
+
+    def _own_export(self) -> tuple[Any, Any, int] | None:
         inner: Any = self
         client, metrics = getattr(inner, "_client", None), getattr(inner, "_metrics", None)
         limit = getattr(inner, "_max_request_size", None)
         if client is None or metrics is None or not isinstance(limit, int):
-            return super().export(spans)
+            return None
+        return client, metrics, limit
+
+    def export(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> SpanExportResult:
+        inner: Any = self
+        own = self._own_export()
+        if own is None:
+            sdk_spans = [span for span in spans if isinstance(span, ReadableSpan)]
+            return super().export(sdk_spans)
+        client, metrics, limit = own
         if inner._shutdown:
             _logger.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE

@@ -15,6 +15,8 @@ is most of the export thread's time, all of it holding the GIL. This module writ
   are cached per object, and the encoded `key` field of an attribute per key string.
 - a value the SDK would not accept (an int beyond int64, an unknown type) is logged and its attribute left out,
   as OpenTelemetry's encoder does.
+- an `EncodedSpan` (meshtrace.exporters.encoded: a span its maker already encoded, the sidecar's hop span) is
+  grouped like an SDK span by its resource and scope, and its bytes are copied as they are.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
+from meshtrace.exporters.encoded import EncodedSpan
+
 __all__ = ["encode_spans"]
 
 _logger = logging.getLogger(__name__)
+_Span = ReadableSpan | EncodedSpan
 
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -271,15 +276,15 @@ def _span(span: ReadableSpan) -> bytes:
     return _field(b"\x12", b"".join(parts))
 
 
-def _group(spans: Sequence[ReadableSpan], key: Callable[[ReadableSpan], Any]) -> list[tuple[Any, list[ReadableSpan]]]:
+def _group(spans: Sequence[_Span], key: Callable[[_Span], Any]) -> list[tuple[Any, list[_Span]]]:
     """`spans` grouped by `key(span)` with the SDK's equality, groups and members in first-seen order.
 
     Grouped by object identity first (no hashing of a Resource); only when distinct objects turn out equal
     are the spans walked again to merge their groups.
     """
-    groups: dict[int, tuple[Any, list[ReadableSpan]]] = {}
+    groups: dict[int, tuple[Any, list[_Span]]] = {}
     last: Any = _MISSING
-    members: list[ReadableSpan] = []
+    members: list[_Span] = []
     for span in spans:
         obj = key(span)
         if obj is not last:
@@ -294,7 +299,7 @@ def _group(spans: Sequence[ReadableSpan], key: Callable[[ReadableSpan], Any]) ->
     canonical = {ident: first.setdefault(obj, obj) for ident, (obj, _) in groups.items()}
     if len(first) == len(groups):
         return list(groups.values())
-    merged: dict[int, tuple[Any, list[ReadableSpan]]] = {}
+    merged: dict[int, tuple[Any, list[_Span]]] = {}
     for span in spans:
         obj = canonical[id(key(span))]
         entry = merged.get(id(obj))
@@ -304,22 +309,22 @@ def _group(spans: Sequence[ReadableSpan], key: Callable[[ReadableSpan], Any]) ->
     return list(merged.values())
 
 
-def _resource_of(span: ReadableSpan) -> Resource:
+def _resource_of(span: ReadableSpan | EncodedSpan) -> Resource:
     return span.resource
 
 
-def _scope_of(span: ReadableSpan) -> InstrumentationScope | None:
+def _scope_of(span: ReadableSpan | EncodedSpan) -> InstrumentationScope | None:
     return span.instrumentation_scope or None
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """The serialized `ExportTraceServiceRequest` for `spans` (what `encode_spans(spans).SerializeToString()`
-    of opentelemetry-exporter-otlp-proto-common gives)."""
+    of opentelemetry-exporter-otlp-proto-common gives), EncodedSpans included as they are."""
     out: list[bytes] = []
     for resource, resource_spans in _group(spans, _resource_of):
         body = [_resource(resource)]
         for scope, scope_spans in _group(resource_spans, _scope_of):
-            encoded_spans = [_span(span) for span in scope_spans]
+            encoded_spans = [span.data if isinstance(span, EncodedSpan) else _span(span) for span in scope_spans]
             scope_bytes = _scope(scope)
             schema = _field(b"\x1a", scope.schema_url.encode("utf-8")) if scope is not None and scope.schema_url \
                 else b""

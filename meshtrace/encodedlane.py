@@ -1,0 +1,182 @@
+"""The encoded lane: when a tracer's spans may skip the SDK span object and reach the exporter as OTLP bytes.
+
+Theory of operation. A caller that writes its finished span's OTLP bytes itself (meshtrace.exporters.encoded)
+must produce what the SDK would have exported, and hand it to a pipeline that takes bytes. `encoded_lane(tracer)`
+returns an `EncodedLane` only when both hold:
+
+- an SDK `Tracer` (exact type), enabled, without the SDK's internal tracer metrics (their per-span hook is the
+  SDK span's), with span limits that cannot change a span of a few dozen plain attributes (no value length
+  limit, room for at least `MIN_ATTRIBUTES`);
+- an attribute-blind sampler (meshtrace.sampling.is_attribute_blind): the lane never has start attributes to
+  show it; `start` asks it through `known_decision` exactly as meshtrace.lightspan does, and says None (use
+  the SDK span then) for the rare sampler whose decision only `should_sample` knows;
+- the SDK's default `SynchronousMultiSpanProcessor` holding exactly one processor, and that one accepting
+  pre-encoded spans (`accepts_encoded()`: meshtrace's DroppingBatchSpanProcessor over a GuardedExporter over
+  FastOTLPSpanExporter). Any other processor, or a second one (an InMemorySpanExporter in a test, a user's
+  own), would expect SDK spans.
+
+Like meshtrace.lightspan's plan, a lane is cached per tracer and `current(tracer)` re-checks, on every span, that
+the objects it was built from are still the tracer's (sampler, processors, limits, config, metrics) and that
+the limits and enabled flag read in place have not changed. The tracer's resource is read per span (the SDK may
+replace it after fork()). `start` makes the span's context as the SDK would: the parent's trace id or a new
+one from the tracer's id generator, the sampler's decision and trace state, a new span id, the sampled and
+random-trace-id flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
+from meshtrace.sampling import is_attribute_blind, known_decision
+
+try:  # private, and only in recent SDKs (older ones have no per-span metrics hook to honour)
+    from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    NoOpTracerMetrics = None  # type: ignore[assignment,misc]
+
+__all__ = ["MIN_ATTRIBUTES", "EncodedLane", "Started", "encoded_lane"]
+
+#: The attribute-count limit must leave room for this many (a hop span has fewer than 30).
+MIN_ATTRIBUTES = 64
+_FLAGS = {(sampled, random): TraceFlags((TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+                                        | (TraceFlags.RANDOM_TRACE_ID if random else 0))
+          for sampled in (False, True) for random in (False, True)}
+_SAMPLE = Decision.RECORD_AND_SAMPLE
+_RECORD = Decision.RECORD_ONLY
+_get_current_span = trace.get_current_span
+#: (span context, parent span context or None, recording, sampled) for a span `EncodedLane.start` began.
+Started = tuple[SpanContext, "SpanContext | None", bool, bool]
+
+
+def _limits_fit(limits: Any) -> bool:
+    count = limits.max_span_attributes
+    return (limits.max_attribute_length is None and limits.max_span_attribute_length is None
+            and (count is None or count >= MIN_ATTRIBUTES))
+
+
+class EncodedLane:
+    """One tracer's way to pre-encoded export, valid while `current(tracer)` says so."""
+
+    __slots__ = ("config", "enqueue", "ids", "limits", "metrics", "multi", "processors", "sampler", "scope",
+                 "tracer")
+
+    def __init__(self, tracer: SdkTracer, processors: tuple[Any, ...]) -> None:
+        self.tracer = tracer
+        self.sampler = tracer.sampler
+        self.ids = tracer.id_generator
+        self.multi = tracer.span_processor
+        self.processors = processors
+        self.limits = tracer._span_limits
+        self.config = tracer._tracer_config
+        self.metrics = tracer._tracer_metrics
+        self.scope: InstrumentationScope | None = tracer._instrumentation_scope
+        self.enqueue = processors[0].enqueue
+
+    def current(self, tracer: trace.Tracer) -> bool:
+        t: Any = tracer
+        return (self.tracer is t and self.sampler is t.sampler and self.multi is t.span_processor
+                and self.processors is t.span_processor._span_processors and self.limits is t._span_limits
+                and self.config is t._tracer_config and self.metrics is t._tracer_metrics
+                and self.config.is_enabled is True and _limits_fit(self.limits))
+
+    @property
+    def resource(self) -> Resource:
+        return self.tracer.resource
+
+    def start(self, context: Context) -> Started | None:
+        """The new span's context, its parent's (None for a root) and whether it records and is sampled; None
+        when the sampler's decision needs `should_sample` (start an SDK span instead)."""
+        # An empty context (a request without trace headers, most of them at the edge) holds no parent.
+        parent: SpanContext | None = _get_current_span(context).get_span_context() if context else None
+        ids = self.ids
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = ids.generate_trace_id()
+            random_trace_id = ids.is_trace_id_random()
+        else:
+            trace_id = parent.trace_id
+            random_trace_id = parent.trace_flags.random_trace_id
+        known = known_decision(self.sampler, context, parent, trace_id)
+        if known is None:
+            return None
+        decision, trace_state = known
+        sampled = decision is _SAMPLE
+        span_context = SpanContext(trace_id, ids.generate_span_id(), False, _FLAGS[sampled, bool(random_trace_id)],
+                                   trace_state)
+        return span_context, parent, sampled or decision is _RECORD, sampled
+
+    def export(self, context: SpanContext, data: bytes) -> None:
+        """Queue one finished, sampled span's `ScopeSpans.spans` field (see meshtrace.exporters.encoded)."""
+        self.enqueue(EncodedSpan(self.tracer.resource, self.scope, context, data))
+
+
+#: id(tracer) -> (tracer, its lane or None, what a refusal depended on: `_refusal_key`)
+_lanes: dict[int, tuple[object, EncodedLane | None, object]] = {}
+_MAX_LANES = 256
+
+
+def _refusal_key(tracer: Any) -> object:
+    """The objects a refusal depended on (compared by identity) and the values it read from them in place."""
+    limits = getattr(tracer, "_span_limits", None)
+    config = getattr(tracer, "_tracer_config", None)
+    multi = getattr(tracer, "span_processor", None)
+    values = (getattr(config, "is_enabled", None), getattr(limits, "max_span_attributes", None),
+              getattr(limits, "max_attribute_length", None), getattr(limits, "max_span_attribute_length", None))
+    return (tracer.sampler, multi, getattr(multi, "_span_processors", None), limits, config,
+            getattr(tracer, "_tracer_metrics", None)), values
+
+
+def _same_refusal(refused: Any, now: Any) -> bool:
+    return bool(refused[1] == now[1]) and all(a is b for a, b in zip(refused[0], now[0], strict=True))
+
+
+def encoded_lane(tracer: trace.Tracer) -> EncodedLane | None:
+    """The tracer's encoded lane, or None when its spans must be SDK spans (see the module docstring)."""
+    if type(tracer) is not SdkTracer:
+        return None
+    cached = _lanes.get(id(tracer))
+    if cached is not None and cached[0] is tracer:
+        lane = cached[1]
+        if lane is not None:
+            if lane.current(tracer):
+                return lane
+        elif _same_refusal(cached[2], _refusal_key(tracer)):
+            return None
+    lane = _new_lane(tracer)
+    if len(_lanes) >= _MAX_LANES:
+        _lanes.clear()
+    _lanes[id(tracer)] = (tracer, lane, None if lane is not None else _refusal_key(tracer))
+    return lane
+
+
+def _new_lane(tracer: SdkTracer) -> EncodedLane | None:
+    # Private SDK fields, read defensively: a renamed one means the SDK span, never a failed request.
+    try:
+        multi: Any = tracer.span_processor
+        processors = multi._span_processors
+        limits = tracer._span_limits
+        config = tracer._tracer_config
+        metrics = tracer._tracer_metrics
+        tracer._instrumentation_scope  # noqa: B018
+        fits = _limits_fit(limits)
+    except AttributeError:
+        return None
+    if type(multi) is not SynchronousMultiSpanProcessor or type(processors) is not tuple or len(processors) != 1:
+        return None
+    if not fits or config is None or config.is_enabled is not True:
+        return None
+    if NoOpTracerMetrics is None or type(metrics) is not NoOpTracerMetrics:
+        return None
+    if not is_attribute_blind(tracer.sampler) or not accepts_encoded(processors[0]):
+        return None
+    return EncodedLane(tracer, processors)

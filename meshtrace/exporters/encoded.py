@@ -1,0 +1,222 @@
+"""Pre-encoded spans: a finished span handed to the export pipeline as the bytes of its OTLP `Span` message.
+
+Theory of operation. A span whose whole life one caller knows (the sidecar's hop span: started when a request
+head arrives, tagged once and ended when the exchange is over) need not become an SDK span at all: the caller
+writes the protobuf bytes of its OTLP `Span` message once, with `encode_span` and `attribute` below, from
+fragments it caches (tags that repeat request after request encode to the same bytes). The export thread then
+only concatenates bytes, which matters because it holds the GIL while it encodes and so stalls the event loop.
+
+An `EncodedSpan` carries those bytes with what `otlp_wire.encode_spans` groups spans by (the Resource and the
+InstrumentationScope, the very objects the SDK span would carry) and its SpanContext (the processor's sampled
+check). It is not a ReadableSpan: only a pipeline that says it accepts them may be handed one. The pipeline
+says so through an `accepts_encoded()` method, true only when the whole chain below it can: the
+DroppingBatchSpanProcessor, the GuardedExporter it exports through, and the FastOTLPSpanExporter inside, which
+encodes with `otlp_wire` (`accepts_encoded(obj)` here asks any of them). Everything else (zipkin, file and
+console exporters, the SDK's processors, a user's own) keeps receiving SDK spans.
+
+`encode_span` writes the fields as `otlp_wire` writes them for an SDK span (field-number order, proto3 defaults
+left out, status always written, the remote-parent bits in `flags`), so the same span is the same bytes either
+way; tests/tracing/test_encoded_span.py holds the two equal.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+
+__all__ = ["AttributeFields", "EncodedSpan", "accepts_encoded", "attribute", "attribute_key", "encode_span",
+           "name_field", "string_field", "varint"]
+
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_double = struct.Struct("<d").pack
+_SMALL = tuple(bytes((n,)) for n in range(128))
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_UINT64 = (1 << 64) - 1
+# Span.flags (field 16, fixed32): SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, plus ..._IS_REMOTE_MASK for a remote parent.
+_FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
+_FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
+_KIND = {kind: b"\x30" + _SMALL[kind.value + 1] for kind in SpanKind}
+_STATUS_UNSET = b"\x7a\x00"
+_KEYS_MAX = 1024
+_keys: dict[str, bytes] = {}
+
+
+class EncodedSpan:
+    """A finished, sampled span as the whole `ScopeSpans.spans` field (tag, length, `Span` message)."""
+
+    __slots__ = ("context", "data", "instrumentation_scope", "resource")
+
+    def __init__(self, resource: Resource, instrumentation_scope: InstrumentationScope | None,
+                 context: SpanContext, data: bytes) -> None:
+        self.resource = resource
+        self.instrumentation_scope = instrumentation_scope
+        self.context = context
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"EncodedSpan(trace_id={self.context.trace_id:032x}, span_id={self.context.span_id:016x})"
+
+
+def accepts_encoded(obj: object) -> bool:
+    """True when `obj` (a span processor or exporter) says it takes EncodedSpans along with SDK spans."""
+    method: Any = getattr(obj, "accepts_encoded", None)
+    if not callable(method):
+        return False
+    try:
+        return method() is True
+    except Exception:
+        return False
+
+
+def varint(value: int) -> bytes:
+    """An unsigned protobuf varint (`value` in 0 .. 2**64-1)."""
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _key(key: str) -> bytes:
+    """`KeyValue.key` (field 1), cached per key string."""
+    encoded = _keys.get(key)
+    if encoded is None:
+        raw = key.encode("utf-8")
+        encoded = b"\x0a" + varint(len(raw)) + raw if raw else b""
+        if len(_keys) < _KEYS_MAX:
+            _keys[key] = encoded
+    return encoded
+
+
+def attribute(key: str, value: str | bool | int | float) -> bytes | None:
+    """One `Span.attributes` field (a KeyValue) for a `str`, `bool`, `int` or `float` value, as `otlp_wire`
+    writes it; None for an int outside int64, which OpenTelemetry's encoder (and so `otlp_wire`) leaves out.
+    Any other value type raises TypeError (those are for `otlp_wire`, from an SDK span)."""
+    if isinstance(value, bool):
+        body = b"\x10\x01" if value else b"\x10\x00"
+    elif isinstance(value, str):
+        raw = value.encode("utf-8")
+        body = b"\x0a" + varint(len(raw)) + raw
+    elif isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return None
+        body = b"\x18" + varint(value & _UINT64)
+    elif isinstance(value, float):
+        body = b"\x21" + _pack_double(value)
+    else:
+        raise TypeError(f"Invalid type {type(value)} of value {value}")
+    kv = _key(key) + b"\x12" + varint(len(body)) + body
+    return b"\x4a" + varint(len(kv)) + kv
+
+
+class AttributeFields:
+    """`attribute` fields with the whole field cached per (key, value): most of a hop's tags repeat.
+
+    Bounded: at most `keys` keys, `values` values per key (then that key's values are forgotten, so a key whose
+    values never repeat, like a request id, churns only its own entries); floats are not cached (0.0 == -0.0).
+    """
+
+    __slots__ = ("_fields", "_keys_max", "_values_max")
+
+    def __init__(self, keys: int = 256, values: int = 64) -> None:
+        self._fields: dict[str, dict[object, tuple[type, bytes]]] = {}
+        self._keys_max = keys
+        self._values_max = values
+
+    def encode(self, attributes: dict[str, str | bool | int | float]) -> bytes:
+        """The concatenated `Span.attributes` fields of `attributes`, in their order."""
+        fields = self._fields
+        parts: list[bytes] = []
+        for key, value in attributes.items():
+            cls = value.__class__
+            per_key = fields.get(key)
+            if per_key is not None:
+                hit = per_key.get(value)
+                if hit is not None and hit[0] is cls:  # True == 1: the class must match too
+                    parts.append(hit[1])
+                    continue
+            field = attribute(key, value)
+            if field is None:
+                continue
+            parts.append(field)
+            if cls is not float:
+                if per_key is None:
+                    if len(fields) >= self._keys_max:
+                        continue
+                    per_key = fields[key] = {}
+                elif len(per_key) >= self._values_max:
+                    per_key.clear()
+                per_key[value] = (cls, field)
+        return b"".join(parts)
+
+
+def encode_span(  # noqa: PLR0917  (one argument per Span field)
+    context: SpanContext,
+    parent: SpanContext | None,
+    name: bytes,
+    kind: SpanKind,
+    start_time: int,
+    end_time: int,
+    attributes: bytes,
+    status: StatusCode = StatusCode.UNSET,
+    description: str | None = None,
+) -> bytes:
+    """The `ScopeSpans.spans` field of one span without events or links: `name` is the encoded `Span.name`
+    field (`name_field(name)`, cached by the caller), `attributes` the concatenated `attribute` fields."""
+    parts = [b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big")]
+    trace_state = context.trace_state
+    if trace_state:
+        state = ",".join([f"{k}={v}" for k, v in trace_state.items()]).encode("utf-8")
+        parts.append(b"\x1a" + varint(len(state)) + state)
+    if parent is not None:
+        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    parts.append(name)
+    parts.append(_KIND[kind])
+    if start_time:
+        parts.append(b"\x39" + _pack_fixed64(start_time))
+    if end_time:
+        parts.append(b"\x41" + _pack_fixed64(end_time))
+    parts.append(attributes)
+    if status is StatusCode.UNSET and not description:
+        parts.append(_STATUS_UNSET)
+    else:
+        body = b""
+        if description:
+            raw = description.encode("utf-8")
+            body = b"\x12" + varint(len(raw)) + raw
+        if status.value:
+            body += b"\x18" + varint(status.value)
+        parts.append(b"\x7a" + varint(len(body)) + body)
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    span = b"".join(parts)
+    size = len(span)
+    return b"\x12" + (_SMALL[size] if size < 0x80 else varint(size)) + span
+
+
+def string_field(key: bytes, value: str) -> bytes:
+    """`attribute(k, value)` for a `str` value, given `key` = `attribute_key(k)`: for a value that never repeats."""
+    raw = value.encode("utf-8")
+    size = len(raw)
+    if size < 0x7C - len(key):  # every length below fits one varint byte
+        return b"\x4a" + _SMALL[size + len(key) + 4] + key + b"\x12" + _SMALL[size + 2] + b"\x0a" + _SMALL[size] + raw
+    body = b"\x0a" + varint(size) + raw
+    kv = key + b"\x12" + varint(len(body)) + body
+    return b"\x4a" + varint(len(kv)) + kv
+
+
+def attribute_key(key: str) -> bytes:
+    """The encoded `KeyValue.key` of `key`, for `string_field`."""
+    return _key(key)
+
+
+def name_field(name: str) -> bytes:
+    """The encoded `Span.name` field for `encode_span` (empty for an empty name, as proto3 leaves it out)."""
+    raw = name.encode("utf-8")
+    return b"\x2a" + varint(len(raw)) + raw if raw else b""

@@ -1,0 +1,210 @@
+"""Pre-encoded spans: the bytes an SDK span would encode to, mixed freely with SDK spans, and only where taken.
+
+A span encoded by its maker (meshtrace.exporters.encoded) must leave the exporter exactly as the same span made
+through the SDK would; only meshtrace's OTLP pipeline may be handed one; `encoded_lane` offers it only then.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+from encoded_support import otlp_processor, queued_provider
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from meshtrace.encodedlane import encoded_lane
+from meshtrace.exporters import GuardedExporter
+from meshtrace.exporters.encoded import (
+    AttributeFields,
+    EncodedSpan,
+    accepts_encoded,
+    attribute,
+    encode_span,
+    name_field,
+)
+from meshtrace.exporters.file import OtlpJsonFileExporter
+from meshtrace.exporters.otlp import FastOTLPSpanExporter, direct_session
+from meshtrace.exporters.otlp_wire import encode_spans
+from meshtrace.processor import DroppingBatchSpanProcessor
+
+IDS64 = st.integers(min_value=1, max_value=(1 << 64) - 1)
+IDS128 = st.integers(min_value=1, max_value=(1 << 128) - 1)
+VALUES = st.one_of(st.text(max_size=140), st.booleans(), st.floats(allow_nan=False),
+                   st.integers(-(1 << 64), 1 << 64),
+                   st.sampled_from([0, 1, -1, True, False, 127, 128, (1 << 63) - 1, -(1 << 63), 0.0, -0.0]))
+ATTRIBUTES = st.dictionaries(st.text(min_size=1, max_size=130), VALUES, max_size=8)
+STATUSES = [Status(StatusCode.UNSET), Status(StatusCode.OK), Status(StatusCode.ERROR),
+            Status(StatusCode.ERROR, "UF upstream é")]
+RESOURCES = [Resource.create({"service.name": "reviews"}), Resource({"service.name": "reviews"}),
+             Resource.create({"service.name": "reviews"})]   # the last equals the first: one group
+SCOPES = [InstrumentationScope("meshtrace.proxy", "1.0"), None, InstrumentationScope("meshtrace.proxy", "1.0")]
+
+
+@st.composite
+def spans(draw: st.DrawFn) -> ReadableSpan:
+    trace_state = draw(st.sampled_from([TraceState(), TraceState([("rojo", "00f067aa0ba902b7"), ("congo", "t")])]))
+    parent = draw(st.one_of(st.none(), st.builds(SpanContext, IDS128, IDS64, st.booleans())))
+    return ReadableSpan(
+        name=draw(st.text(max_size=140)),
+        context=SpanContext(draw(IDS128), draw(IDS64), False, TraceFlags(TraceFlags.SAMPLED), trace_state),
+        parent=parent, resource=draw(st.sampled_from(RESOURCES)), attributes=draw(ATTRIBUTES),
+        kind=draw(st.sampled_from(list(SpanKind))), status=draw(st.sampled_from(STATUSES)),
+        start_time=draw(st.sampled_from([0, 1, 1 << 62])), end_time=draw(st.integers(0, (1 << 64) - 1)),
+        instrumentation_scope=draw(st.sampled_from(SCOPES)))
+
+
+def encoded(span: ReadableSpan, fields: AttributeFields) -> EncodedSpan:
+    """`span` as its maker would encode it."""
+    context = span.get_span_context()
+    assert context is not None
+    attributes: Any = dict(span.attributes or {})
+    data = encode_span(context, span.parent, name_field(span.name), span.kind, span.start_time or 0,
+                       span.end_time or 0, fields.encode(attributes), span.status.status_code,
+                       span.status.description)
+    return EncodedSpan(span.resource, span.instrumentation_scope, context, data)
+
+
+FIELDS = AttributeFields(keys=8, values=4)   # small, so the hypothesis runs also see the caches evict
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(spans(), st.booleans()), max_size=6))
+def test_encoded_spans_mixed_with_sdk_spans_encode_as_the_sdk_spans_alone(batch: list[tuple[ReadableSpan, bool]],
+                                                                        ) -> None:
+    sdk = [span for span, _ in batch]
+    mixed = [encoded(span, FIELDS) if pre else span for span, pre in batch]
+    expected = encode_spans(sdk)
+    assert ExportTraceServiceRequest.FromString(encode_spans(mixed)) == ExportTraceServiceRequest.FromString(
+        expected)
+    assert encode_spans(mixed) == expected
+
+
+def test_attribute_fields_tell_true_from_one_and_encode_each_value_as_attribute_does() -> None:
+    fields = AttributeFields()
+    for _ in range(2):   # the second time from the cache
+        assert fields.encode({"a": True, "b": 1}) == attribute("a", True) + attribute("b", 1)  # type: ignore[operator]
+        assert fields.encode({"a": 1, "b": True}) == attribute("a", 1) + attribute("b", True)  # type: ignore[operator]
+    assert attribute("big", 1 << 63) is None
+    assert fields.encode({"big": 1 << 63, "x": "y"}) == attribute("x", "y")
+    with pytest.raises(TypeError):
+        attribute("list", [1])  # type: ignore[arg-type]
+
+
+def _guarded(factory: Any) -> GuardedExporter:
+    return GuardedExporter(factory, "test")
+
+
+def test_only_the_otlp_pipeline_accepts_encoded_spans(tmp_path: Any) -> None:
+    assert accepts_encoded(otlp_processor())
+    assert accepts_encoded(otlp_processor().span_exporter)
+    file_exporter = _guarded(lambda: OtlpJsonFileExporter(str(tmp_path / "spans.jsonl")))
+    assert not accepts_encoded(file_exporter)
+    assert not accepts_encoded(DroppingBatchSpanProcessor(file_exporter, schedule_delay_millis=3_600_000))
+    assert not accepts_encoded(BatchSpanProcessor(otlp_processor().span_exporter, schedule_delay_millis=3_600_000))
+    assert not accepts_encoded(SimpleSpanProcessor(InMemorySpanExporter()))
+
+    class Custom(FastOTLPSpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:   # may not know EncodedSpans
+            return SpanExportResult.SUCCESS
+
+    custom = Custom(endpoint="http://127.0.0.1:9/v1/traces", session=direct_session())
+    assert not accepts_encoded(custom)
+    assert not accepts_encoded(_guarded(lambda: custom))
+
+
+class _Capture(BaseHTTPRequestHandler):
+    bodies: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        _Capture.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Capture)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Capture.bodies = []
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_otlp_exporter_posts_encoded_and_sdk_spans_in_one_request(collector: str) -> None:
+    processor = otlp_processor(collector)
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("meshtrace.proxy")
+    sdk_span = tracer.start_span("attempt", kind=SpanKind.CLIENT, attributes={"k": "v"})
+    sdk_span.end()
+    lane = encoded_lane(tracer)
+    assert lane is not None
+    started = lane.start(trace.set_span_in_context(sdk_span))
+    assert started is not None
+    context, parent, recording, sampled = started
+    assert parent == sdk_span.get_span_context()
+    assert recording
+    assert sampled
+    data = encode_span(context, parent, name_field("hop"), SpanKind.SERVER, 5, 6, attribute("n", 1) or b"")
+    lane.export(context, data)
+    assert processor.force_flush(10_000)
+    (body,) = _Capture.bodies
+    (resource_spans,) = ExportTraceServiceRequest.FromString(body).resource_spans
+    (scope_spans,) = resource_spans.scope_spans
+    assert [span.name for span in scope_spans.spans] == ["attempt", "hop"]
+    assert scope_spans.spans[1].parent_span_id == scope_spans.spans[0].span_id
+    provider.shutdown()
+
+
+class _Curious(Sampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+    def get_description(self) -> str:
+        return "curious"
+
+
+def test_encoded_lane_only_for_a_tracer_whose_spans_nobody_else_could_see_differently() -> None:
+    provider, _ = queued_provider(ALWAYS_ON)
+    tracer = provider.get_tracer("t")
+    lane = encoded_lane(tracer)
+    assert lane is not None
+    assert encoded_lane(tracer) is lane                         # cached
+    assert encoded_lane(trace.NoOpTracer()) is None             # not the SDK's tracer
+    for limits in (SpanLimits(max_attribute_length=10), SpanLimits(max_span_attribute_length=10),
+                   SpanLimits(max_span_attributes=20)):
+        limited = TracerProvider(span_limits=limits)
+        limited.add_span_processor(otlp_processor())
+        assert encoded_lane(limited.get_tracer("t")) is None, limits
+    curious = TracerProvider(sampler=_Curious())
+    curious.add_span_processor(otlp_processor())
+    assert encoded_lane(curious.get_tracer("t")) is None
+    # Changed in place after the lane was made: the lane is no longer current, and none is offered.
+    tracer._span_limits.max_attribute_length = 5  # type: ignore[attr-defined]
+    assert not lane.current(tracer)
+    assert encoded_lane(tracer) is None
+    tracer._span_limits.max_attribute_length = None  # type: ignore[attr-defined]
+    assert encoded_lane(tracer) is not None
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    assert encoded_lane(tracer) is None
