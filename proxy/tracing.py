@@ -14,6 +14,7 @@ attributes from the finished `Hop` in one call and ends the span at the hop's ow
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import baggage as otel_baggage
@@ -21,20 +22,24 @@ from opentelemetry import trace
 from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from meshtrace.encodedlane import EncodedLane, encoded_lane
 from meshtrace.propagation import MeshPropagator, is_debug
 from meshtrace.sampling import Known, known_decision
 from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start_span
 
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
+from .hop_wire import HopSpan, HopWire
 
 __all__ = ["FORCE_TRACE_HEADERS", "HopTracer", "ProxySampler", "span_name"]
 
 FORCE_TRACE_HEADERS = (b"x-envoy-force-trace", b"x-client-trace-id")
+
+logger = logging.getLogger("meshtrace.proxy")
 
 # Baggage-only formats put their entries in prefixed headers (Jaeger `uberctx-`, OT `ot-baggage-`).
 _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
@@ -126,6 +131,9 @@ class HopTracer:
                                                   "downstream_cluster": downstream_cluster}
         # authority -> (server.address, server.port or None): the same few authorities every time.
         self._authorities: dict[str, tuple[str, int | None]] = {}
+        # The encoded lane of `tracer` (re-checked per span) and this listener's hop span encoder.
+        self._lane: EncodedLane | None = None
+        self._wire = HopWire(self.kind, self.static_attributes, self._authority)
 
     def start(self, hmap: Mapping[bytes, bytes], name: str, start_ns: int) -> tuple[trace.Span, Context]:
         """The hop's span, and the extracted context (debug, hints) that `inject` needs to say all of it again."""
@@ -142,6 +150,16 @@ class HopTracer:
             context = self.propagator.extract(carrier)
         if b"x-envoy-force-trace" in hmap or b"x-client-trace-id" in hmap:
             context = set_value(_FORCE, True, context)
+        lane = self._lane
+        if lane is None or not lane.current(self.tracer):
+            lane = self._lane = encoded_lane(self.tracer)
+        if lane is not None:
+            started = lane.start(context)
+            if started is not None:
+                span_context, parent, recording, sampled = started
+                if not recording:
+                    return NonRecordingSpan(span_context), context
+                return HopSpan(span_context, parent, name, start_ns, sampled, lane), context
         return start_span(self.tracer, name, context, self.kind, start_time=start_ns), context
 
     def inject(self, span: trace.Span, context: Context, out: Headers) -> tuple[bytes, bytes] | None:
@@ -214,51 +232,74 @@ class HopTracer:
         return parts
 
     def finish(self, span: trace.Span, hop: Hop, end_ns: int) -> None:
+        if span.__class__ is HopSpan:
+            self._finish_encoded(span, hop, end_ns)
+            return
         if span.is_recording():
-            status = hop.status
-            path = hop.path
-            host, port = self._authority(hop.authority)
-            url = f"{hop.scheme}://{hop.authority}{path}"
-            protocol = hop.protocol
-            method = hop.method
-            flags = hop.response_flags
             attributes: dict[str, str | int | bool] = dict(self.static_attributes)
-            attributes["guid:x-request-id"] = hop.request_id
-            attributes["http.url"] = url
-            attributes["http.method"] = method
-            attributes["http.protocol"] = protocol
-            attributes["user_agent"] = hop.user_agent
-            attributes["peer.address"] = hop.downstream_address
-            attributes["request_size"] = hop.request_bytes
-            attributes["response_size"] = hop.response_bytes
-            attributes["upstream_cluster"] = hop.upstream_cluster
-            attributes["upstream_address"] = hop.upstream_address
-            attributes["http.status_code"] = status
-            attributes["response_flags"] = flags
-            attributes["http.request.method"] = method
-            attributes["network.protocol.version"] = protocol[5:] if protocol.startswith("HTTP/") else protocol
-            attributes["server.address"] = host
-            if port is not None:
-                attributes["server.port"] = port
-            if status:
-                attributes["http.response.status_code"] = status
-            if self.inbound:
-                target, _, query = path.partition("?")
-                attributes["url.path"] = target
-                attributes["url.scheme"] = hop.scheme
-                if query:
-                    attributes["url.query"] = query
-                attributes["client.address"] = hop.downstream_address.rpartition(":")[0]
-                if hop.user_agent:
-                    attributes["user_agent.original"] = hop.user_agent
-            else:
-                attributes["url.full"] = url
-            if status >= 500 or status == 0 or (not self.inbound and status >= 400):
-                attributes["error"] = True
-                attributes["error.type"] = str(status) if status else (flags or "no_response")
-                span.set_status(Status(StatusCode.ERROR, flags if flags != "-" else None))
+            error, description = self._tags(hop, attributes)
+            if error:
+                span.set_status(Status(StatusCode.ERROR, description))
             set_clean_attributes(span, attributes)
         span.end(end_time=end_ns)
+
+    def _finish_encoded(self, span: HopSpan, hop: Hop, end_ns: int) -> None:
+        if span.ended:
+            return  # as the SDK span: ending twice changes nothing
+        span.ended = True
+        if not span.sampled:
+            return  # recorded but not sampled (RECORD_ONLY): the SDK's processors drop it too
+        try:
+            span.lane.export(span.get_span_context(), self._wire.encode(span, hop, end_ns))
+        except Exception:
+            # Telemetry never fails a request: this hop's span is lost, and said so.
+            logger.exception("meshtrace proxy: could not encode the span of a hop")
+
+    def _tags(self, hop: Hop, attributes: dict[str, str | int | bool]) -> tuple[bool, str | None]:
+        """Envoy's tags and the OTel HTTP attributes of `hop`, added to `attributes` in the order the span
+        carries them; returns (error, status description) for the span's status."""
+        status = hop.status
+        path = hop.path
+        host, port = self._authority(hop.authority)
+        url = f"{hop.scheme}://{hop.authority}{path}"
+        protocol = hop.protocol
+        method = hop.method
+        flags = hop.response_flags
+        attributes["guid:x-request-id"] = hop.request_id
+        attributes["http.url"] = url
+        attributes["http.method"] = method
+        attributes["http.protocol"] = protocol
+        attributes["user_agent"] = hop.user_agent
+        attributes["peer.address"] = hop.downstream_address
+        attributes["request_size"] = hop.request_bytes
+        attributes["response_size"] = hop.response_bytes
+        attributes["upstream_cluster"] = hop.upstream_cluster
+        attributes["upstream_address"] = hop.upstream_address
+        attributes["http.status_code"] = status
+        attributes["response_flags"] = flags
+        attributes["http.request.method"] = method
+        attributes["network.protocol.version"] = protocol[5:] if protocol.startswith("HTTP/") else protocol
+        attributes["server.address"] = host
+        if port is not None:
+            attributes["server.port"] = port
+        if status:
+            attributes["http.response.status_code"] = status
+        if self.inbound:
+            target, _, query = path.partition("?")
+            attributes["url.path"] = target
+            attributes["url.scheme"] = hop.scheme
+            if query:
+                attributes["url.query"] = query
+            attributes["client.address"] = hop.downstream_address.rpartition(":")[0]
+            if hop.user_agent:
+                attributes["user_agent.original"] = hop.user_agent
+        else:
+            attributes["url.full"] = url
+        if status >= 500 or status == 0 or (not self.inbound and status >= 400):
+            attributes["error"] = True
+            attributes["error.type"] = str(status) if status else (flags or "no_response")
+            return True, flags if flags != "-" else None
+        return False, None
 
     @staticmethod
     def ids(span: trace.Span) -> tuple[str, str]:

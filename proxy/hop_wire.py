@@ -1,0 +1,150 @@
+"""The hop span on meshtrace's encoded lane: a span context while the exchange runs, OTLP bytes when it ends.
+
+Theory of operation. When the hop tracer's provider exports through meshtrace's OTLP pipeline
+(meshtrace.encodedlane), a hop span is a `HopSpan`: a NonRecordingSpan that carries its SpanContext, its parent's,
+its name and start time, and says `is_recording()` True until it ends when it is recording, so the rest of the
+proxy cannot tell it from the SDK span it replaces (`trace.set_span_in_context(hop_span)` parents the attempt and
+mirror spans; the hop tracer's `inject` reads `parent` for B3's parent id). Its mutators do nothing: the hop
+tracer sets every tag at the end, from the finished `Hop`.
+
+`HopWire.encode` writes the ended span as one OTLP `Span` message (meshtrace.exporters.encoded.encode_span): the
+listener's static tags are encoded once, each route's name once, and the other tags as a few cached fragments,
+each keyed by the hop fields its tags depend on (URL, client, peer, outcome: they repeat from request to
+request), so a hop costs five dictionary look-ups and two joins rather than an SDK span and its encoding on the
+export thread. The tags and their order are those the SDK path sets (`HopTracer._tags`);
+tests/proxy/test_hop_wire.py holds the two paths' messages byte-equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
+
+from meshtrace.encodedlane import EncodedLane
+from meshtrace.exporters.encoded import attribute, attribute_key, encode_span, name_field, string_field
+
+from .hop import Hop
+
+__all__ = ["HopSpan", "HopWire"]
+
+_T = TypeVar("_T")
+_REQUEST_ID = attribute_key("guid:x-request-id")
+
+
+class HopSpan(NonRecordingSpan):
+    """A hop span on the encoded lane (see the module docstring); `parent` is None for a root."""
+
+    def __init__(self, context: SpanContext, parent: SpanContext | None, name: str,  # noqa: PLR0917
+                 start_time: int, sampled: bool, lane: EncodedLane) -> None:
+        self._context = context
+        self.parent = parent
+        self.name = name
+        self.start_time = start_time
+        self.sampled = sampled
+        self.lane = lane
+        self.ended = False
+
+    def is_recording(self) -> bool:
+        return not self.ended
+
+    def __repr__(self) -> str:
+        return f"HopSpan({self.name!r}, {self._context!r})"
+
+
+def _field(key: str, value: str | int | bool) -> bytes:
+    return attribute(key, value) or b""  # None: an int beyond int64, which the OTLP encoders leave out too
+
+
+class HopWire:
+    """Encodes one listener's hop spans; `static` are the tags every one of its spans starts with.
+
+    The tags are those of `HopTracer._tags`, in its order, as fragments cached by the hop fields they depend on:
+    the URL (scheme, authority, path), the client (method, protocol, user agent), the peer address, and the
+    outcome (sizes, cluster, upstream, status, flags, method, protocol, authority), which also decides the
+    status. Only the request id is encoded for every hop. Each cache holds at most `CACHED` entries.
+    """
+
+    CACHED = 512
+
+    def __init__(self, kind: SpanKind, static: dict[str, str],
+                 authority: Callable[[str], tuple[str, int | None]]) -> None:
+        self.kind = kind
+        self.inbound = kind is SpanKind.SERVER
+        self.static = b"".join(_field(key, value) for key, value in static.items())
+        self._authority = authority
+        self._names: dict[str, bytes] = {}
+        self._urls: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
+        self._clients: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
+        self._peers: dict[str, tuple[bytes, bytes]] = {}
+        self._outcomes: dict[tuple[object, ...], tuple[bytes, bytes, bool, str | None]] = {}
+
+    def encode(self, span: HopSpan, hop: Hop, end_ns: int) -> bytes:
+        """The `ScopeSpans.spans` field of `span` for the finished `hop`, ended at `end_ns`."""
+        name = self._names.get(span.name)
+        if name is None:
+            name = self._remember(self._names, span.name, name_field(span.name))
+        key = (hop.scheme, hop.authority, hop.path)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._remember(self._urls, key, self._url(*key))
+        client_key = (hop.method, hop.protocol, hop.user_agent)
+        client = self._clients.get(client_key)
+        if client is None:
+            client = self._remember(self._clients, client_key, self._client(*client_key))
+        peer = self._peers.get(hop.downstream_address)
+        if peer is None:
+            peer = self._remember(self._peers, hop.downstream_address, self._peer(hop.downstream_address))
+        outcome_key = (hop.request_bytes, hop.response_bytes, hop.upstream_cluster, hop.upstream_address,
+                       hop.status, hop.response_flags, hop.method, hop.protocol, hop.authority)
+        outcome = self._outcomes.get(outcome_key)
+        if outcome is None:
+            outcome = self._remember(self._outcomes, outcome_key, self._outcome(hop))
+        request_id = string_field(_REQUEST_ID, hop.request_id)
+        if self.inbound:
+            tags = b"".join((self.static, request_id, url[0], client[0], peer[0], outcome[0], url[1], peer[1],
+                             client[1], outcome[1]))
+        else:
+            tags = b"".join((self.static, request_id, url[0], client[0], peer[0], outcome[0], url[1], outcome[1]))
+        return encode_span(span.get_span_context(), span.parent, name, self.kind, span.start_time, end_ns, tags,
+                           StatusCode.ERROR if outcome[2] else StatusCode.UNSET, outcome[3])
+
+    def _remember(self, cache: dict[Any, _T], key: object, value: _T) -> _T:
+        if len(cache) >= self.CACHED:
+            cache.clear()
+        cache[key] = value
+        return value
+
+    def _url(self, scheme: str, authority: str, path: str) -> tuple[bytes, bytes]:
+        url = f"{scheme}://{authority}{path}"
+        if not self.inbound:
+            return _field("http.url", url), _field("url.full", url)
+        target, _, query = path.partition("?")
+        tail = _field("url.path", target) + _field("url.scheme", scheme)
+        return _field("http.url", url), tail + _field("url.query", query) if query else tail
+
+    def _client(self, method: str, protocol: str, user_agent: str) -> tuple[bytes, bytes]:
+        head = _field("http.method", method) + _field("http.protocol", protocol) + _field("user_agent", user_agent)
+        return head, _field("user_agent.original", user_agent) if self.inbound and user_agent else b""
+
+    def _peer(self, address: str) -> tuple[bytes, bytes]:
+        return _field("peer.address", address), _field("client.address", address.rpartition(":")[0])
+
+    def _outcome(self, hop: Hop) -> tuple[bytes, bytes, bool, str | None]:
+        status, flags, protocol = hop.status, hop.response_flags, hop.protocol
+        host, port = self._authority(hop.authority)
+        parts = [_field("request_size", hop.request_bytes), _field("response_size", hop.response_bytes),
+                 _field("upstream_cluster", hop.upstream_cluster), _field("upstream_address", hop.upstream_address),
+                 _field("http.status_code", status), _field("response_flags", flags),
+                 _field("http.request.method", hop.method),
+                 _field("network.protocol.version", protocol[5:] if protocol.startswith("HTTP/") else protocol),
+                 _field("server.address", host)]
+        if port is not None:
+            parts.append(_field("server.port", port))
+        if status:
+            parts.append(_field("http.response.status_code", status))
+        if status >= 500 or status == 0 or (not self.inbound and status >= 400):
+            error = _field("error", True) + _field("error.type", str(status) if status else (flags or "no_response"))
+            return b"".join(parts), error, True, flags if flags != "-" else None
+        return b"".join(parts), b"", False, None
