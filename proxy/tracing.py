@@ -10,6 +10,14 @@ never shares its id. With a `MeshPropagator` and a plain context (no debug flag,
 request carries) the headers are rendered straight to bytes from the span's ids; anything else goes through the
 propagator itself, and a test holds the two equal. `finish()` sets Envoy's tags and the OTel semantic-convention
 attributes from the finished `Hop` in one call and ends the span at the hop's own end time.
+
+The encoded lane. When the tracer exports through meshtrace's OTLP pipeline alone (meshtrace.encodedlane says
+when), the hop span is no SDK span: `start()` asks the lane for the span's context (the same sampler decision and
+ids the SDK would make) and returns a `HopSpan` carrying it (proxy.hop_wire), and `finish()` writes the span's
+OTLP bytes (`HopWire`) and queues them, so neither the event loop nor the export thread builds, copies or walks
+an SDK span. Unsampled hops are a NonRecordingSpan either way. Any other pipeline (zipkin, file or console
+export, a user's processor, custom limits, a sampler that may read attributes) keeps the SDK span;
+tests/proxy/test_hop_wire.py holds both paths' exports equal.
 """
 
 from __future__ import annotations
