@@ -3,8 +3,9 @@
 Theory of operation: every finished hop is reduced to a key tuple of the values that decide its labels
 (direction, source and destination `Workload`, status, response flags, gRPC status). The first hop with a
 new key builds a series object holding the pre-escaped label string and zeroed bucket arrays; every later hop
-costs one dict lookup, three `bisect` calls and a few integer additions. Label strings, cumulative buckets
-and the exposition text are produced only when `/metrics` is scraped.
+costs one dict lookup (keyed by the Workload objects' ids, so no dataclass hash runs), three `bisect` calls and a
+few integer additions. Label strings, cumulative buckets and the exposition text are produced only when `/metrics`
+is scraped.
 
 Label values follow Istio's stats filter (istio/proxy `istio_stats.cc`): `reporter` is `destination` on the
 inbound side and `source` on the outbound side; `connection_security_policy` is `none` on the destination
@@ -63,6 +64,7 @@ _NOBODY = Workload()
 # A client can put anything in the peer-metadata header, so identities are attacker-controlled: past this many
 # series a new identity is folded into `unknown` (totals stay right, only the identity labels are lost).
 DEFAULT_MAX_SERIES = 5000
+_MAX_IDENTITY_KEYS = 4096
 
 # Response flag -> the Envoy-style /stats counter it increments (a comma-joined flag string counts each flag).
 _FLAG_STATS: Final[dict[str, str]] = {
@@ -221,6 +223,8 @@ class IstioMetrics:
         self._duration_bounds = self._duration.bounds
         self._bytes_bounds = self._request_bytes.bounds
         self._http: dict[tuple[object, ...], _HttpSeries] = {}
+        # (direction, id(source), id(destination), status, flags, grpc) -> (source, destination, series)
+        self._by_identity: dict[tuple[object, ...], tuple[Workload, Workload, _HttpSeries]] = {}
         self._tcp: dict[tuple[object, ...], _TcpSeries] = {}
         self._max_series = max_series
         self._overflow = 0
@@ -233,12 +237,25 @@ class IstioMetrics:
         try:
             if hop.protocol == "tcp":
                 return
-            # Hop has no gRPC field yet; read one if the connection manager ever adds it.
-            grpc_status = getattr(hop, "grpc_status", None)
-            key = (hop.direction, hop.source, hop.destination, hop.status, hop.response_flags, grpc_status)
-            series = self._http.get(key)
-            if series is None:
-                series = self._new_http_series(key, hop, grpc_status)
+            # Hop has no gRPC field yet; read one if the connection manager ever adds it (a test's subclass does).
+            grpc_status = None if type(hop) is Hop else getattr(hop, "grpc_status", None)
+            src = hop.source
+            dst = hop.destination
+            # Workload is a frozen dataclass whose hash is Python code: look the series up by the identities'
+            # object ids first (a sidecar hands over the same few Workload objects again and again), and by
+            # value only for objects not seen yet. The entry keeps both objects, so an id cannot be reused.
+            fast_key = (hop.direction, id(src), id(dst), hop.status, hop.response_flags, grpc_status)
+            entry = self._by_identity.get(fast_key)
+            if entry is not None and entry[0] is src and entry[1] is dst:
+                series = entry[2]
+            else:
+                key = (hop.direction, src, dst, hop.status, hop.response_flags, grpc_status)
+                known = self._http.get(key)
+                series = known if known is not None else self._new_http_series(key, hop, grpc_status)
+                if key in self._http:           # a series folded into `unknown` is not remembered (overflow count)
+                    if len(self._by_identity) >= _MAX_IDENTITY_KEYS:
+                        self._by_identity.clear()   # new Workload objects per request must not grow this forever
+                    self._by_identity[fast_key] = (src, dst, series)
             series.requests += 1
             value = hop.duration_ms
             series.duration[bisect_left(self._duration_bounds, value)] += 1

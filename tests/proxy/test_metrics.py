@@ -266,6 +266,21 @@ def test_series_cap_folds_new_identities_into_unknown() -> None:
     assert metrics.stats()["metrics_series_overflow"] == 8
 
 
+def test_equal_identities_in_distinct_objects_share_one_series() -> None:
+    # The recorder finds series by the Workload objects' ids first: equal values in new objects (a peer header
+    # decoded again) must still land in the same series, and the same objects with another status in another.
+    metrics = IstioMetrics()
+    for _ in range(3):
+        metrics.on_hop(hop(source=Workload(workload="ratings-v1", app="ratings")))
+        metrics.on_hop(hop(source=Workload(workload="ratings-v1", app="ratings"), status=503))
+        metrics.on_hop(hop())
+    text = metrics.render()
+    assert value(text, "istio_requests_total", source_workload="ratings-v1", response_code="200") == 3
+    assert value(text, "istio_requests_total", source_workload="ratings-v1", response_code="503") == 3
+    assert value(text, "istio_requests_total", source_workload="productpage-v1") == 3
+    assert metrics.stats()["metrics_series"] == 3
+
+
 def test_observer_never_raises() -> None:
     metrics = IstioMetrics()
     broken = hop()
