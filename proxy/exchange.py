@@ -743,34 +743,39 @@ class Exchange:
         if self.upstream_ns and self.status and not self.flags:
             upstream_ms = (time.perf_counter_ns() - self.upstream_ns) / 1e6
         if ctx.inbound:
-            source = self.source or Workload()
+            source = self.source or _NOBODY
             destination = ctx.identity
         else:
             source = ctx.identity
             destination = self.destination or _unknown_destination(decision)
+        # Positional, in the field order of Hop (HOP_FIELDS, held equal by a test): a 24-keyword call costs about
+        # 10k instructions more per request than the same call by position.
         hop = Hop(
-            direction=ctx.direction,
-            start_time=self.start_ns / 1e9,
-            protocol="HTTP/1.1" if head.version == b"1.1" else "HTTP/1.0",
-            method=head.method.decode("latin-1"),
-            path=head.target.decode("latin-1") if decision is None or not decision.rewrite_host
+            ctx.direction,
+            self.start_ns / 1e9,
+            "HTTP/1.1" if head.version == b"1.1" else "HTTP/1.0",
+            _METHODS.get(head.method) or head.method.decode("latin-1"),
+            head.target.decode("latin-1") if decision is None or not decision.rewrite_host
             else decision.target.decode("latin-1"),
-            authority=self.authority.decode("latin-1"),
-            user_agent=hmap.get(b"user-agent", b"").decode("latin-1"),
-            request_id=self.request_id.decode("latin-1"),
-            downstream_address=self.conn.peer,
-            upstream_address=self.upstream_address,
-            upstream_cluster=decision.route.cluster if decision is not None else "",
-            route_name=decision.route.name if decision is not None else "",
-            status=self.status,
-            response_flags=flags.join(self.flags),
-            request_bytes=self.request_bytes,
-            response_bytes=self.response_bytes,
-            duration_ms=(end_ns - self.start_ns) / 1e6,
-            upstream_service_time_ms=upstream_ms,
-            source=source,
-            destination=destination,
-            attempts=max(self.tries, 1) if self.pool is not None else 0,
+            self.authority.decode("latin-1"),
+            "http",
+            hmap.get(b"user-agent", b"").decode("latin-1"),
+            self.request_id.decode("latin-1"),
+            self.conn.peer,
+            self.upstream_address,
+            decision.route.cluster if decision is not None else "",
+            decision.route.name if decision is not None else "",
+            self.status,
+            flags.join(self.flags),
+            self.request_bytes,
+            self.response_bytes,
+            (end_ns - self.start_ns) / 1e6,
+            upstream_ms,
+            "",
+            "",
+            source,
+            destination,
+            max(self.tries, 1) if self.pool is not None else 0,
         )
         span = self._span
         tracer = ctx.tracer
@@ -783,6 +788,17 @@ class Exchange:
             tracer.finish(span, hop, end_ns)
         ctx.report(hop)
 
+
+# The order of `Hop`'s fields that `_report` passes by position.
+HOP_FIELDS = (
+    "direction", "start_time", "protocol", "method", "path", "authority", "scheme", "user_agent", "request_id",
+    "downstream_address", "upstream_address", "upstream_cluster", "route_name", "status", "response_flags",
+    "request_bytes", "response_bytes", "duration_ms", "upstream_service_time_ms", "trace_id", "span_id", "source",
+    "destination", "attempts",
+)
+# Method names as the hop record spells them: llhttp knows a fixed set, so this never grows past it.
+_METHODS = {name: name.decode("latin-1") for name in (
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")}
 
 _SPAN_NAMES: dict[tuple[bytes, int, str], str] = {}
 
@@ -809,13 +825,14 @@ def split_host(authority: bytes, default_port: int) -> str:
     return address[0] if address is not None else authority.decode("latin-1")
 
 
+_NOBODY = Workload()                # frozen: one shared "nothing known" identity instead of one per hop
 _UNKNOWN_BY_SERVICE: dict[str, Workload] = {}
 
 
 def _unknown_destination(decision: RouteDecision | None) -> Workload:
     """A destination without a sidecar of its own: only its service (host) name is known, as in Istio."""
     if decision is None:
-        return Workload()
+        return _NOBODY
     # The service is the host of the `outbound|port|subset|host` cluster (the VirtualService destination), not
     # the endpoint address chosen inside it: a fault abort answered before any endpoint replied must still be
     # counted against `reviews`, not against 127.0.0.1.
