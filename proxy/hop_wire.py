@@ -23,7 +23,15 @@ from typing import Any, TypeVar
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
 
 from meshtrace.encodedlane import EncodedLane
-from meshtrace.exporters.encoded import attribute, attribute_key, encode_span, name_field, string_field
+from meshtrace.exporters.encoded import (
+    attribute,
+    attribute_key,
+    encode_span,
+    kind_field,
+    name_field,
+    status_field,
+    string_field,
+)
 
 from .hop import Hop
 
@@ -31,6 +39,7 @@ __all__ = ["HopSpan", "HopWire"]
 
 _T = TypeVar("_T")
 _REQUEST_ID = attribute_key("guid:x-request-id")
+_UNSET = status_field(StatusCode.UNSET)
 
 
 class HopSpan(NonRecordingSpan):
@@ -39,6 +48,7 @@ class HopSpan(NonRecordingSpan):
     def __init__(self, context: SpanContext, parent: SpanContext | None, name: str,  # noqa: PLR0917
                  start_time: int, sampled: bool, lane: EncodedLane) -> None:
         self._context = context
+        self.context = context
         self.parent = parent
         self.name = name
         self.start_time = start_time
@@ -70,7 +80,7 @@ class HopWire:
 
     def __init__(self, kind: SpanKind, static: dict[str, str],
                  authority: Callable[[str], tuple[str, int | None]]) -> None:
-        self.kind = kind
+        self.kind = kind_field(kind)
         self.inbound = kind is SpanKind.SERVER
         self.static = b"".join(_field(key, value) for key, value in static.items())
         self._authority = authority
@@ -78,7 +88,7 @@ class HopWire:
         self._urls: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         self._clients: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         self._peers: dict[str, tuple[bytes, bytes]] = {}
-        self._outcomes: dict[tuple[object, ...], tuple[bytes, bytes, bool, str | None]] = {}
+        self._outcomes: dict[tuple[object, ...], tuple[bytes, bytes, bytes]] = {}
 
     def encode(self, span: HopSpan, hop: Hop, end_ns: int) -> bytes:
         """The `ScopeSpans.spans` field of `span` for the finished `hop`, ended at `end_ns`."""
@@ -107,8 +117,7 @@ class HopWire:
                              client[1], outcome[1]))
         else:
             tags = b"".join((self.static, request_id, url[0], client[0], peer[0], outcome[0], url[1], outcome[1]))
-        return encode_span(span.get_span_context(), span.parent, name, self.kind, span.start_time, end_ns, tags,
-                           StatusCode.ERROR if outcome[2] else StatusCode.UNSET, outcome[3])
+        return encode_span(span.context, span.parent, name, self.kind, span.start_time, end_ns, tags, outcome[2])
 
     def _remember(self, cache: dict[Any, _T], key: object, value: _T) -> _T:
         if len(cache) >= self.CACHED:
@@ -131,7 +140,8 @@ class HopWire:
     def _peer(self, address: str) -> tuple[bytes, bytes]:
         return _field("peer.address", address), _field("client.address", address.rpartition(":")[0])
 
-    def _outcome(self, hop: Hop) -> tuple[bytes, bytes, bool, str | None]:
+    def _outcome(self, hop: Hop) -> tuple[bytes, bytes, bytes]:
+        """(tags before the URL's, error tags, status field)."""
         status, flags, protocol = hop.status, hop.response_flags, hop.protocol
         host, port = self._authority(hop.authority)
         parts = [_field("request_size", hop.request_bytes), _field("response_size", hop.response_bytes),
@@ -146,5 +156,5 @@ class HopWire:
             parts.append(_field("http.response.status_code", status))
         if status >= 500 or status == 0 or (not self.inbound and status >= 400):
             error = _field("error", True) + _field("error.type", str(status) if status else (flags or "no_response"))
-            return b"".join(parts), error, True, flags if flags != "-" else None
-        return b"".join(parts), b"", False, None
+            return b"".join(parts), error, status_field(StatusCode.ERROR, flags if flags != "-" else None)
+        return b"".join(parts), b"", _UNSET

@@ -26,10 +26,11 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
 __all__ = ["AttributeFields", "EncodedSpan", "accepts_encoded", "attribute", "attribute_key", "encode_span",
-           "name_field", "string_field", "varint"]
+           "kind_field", "name_field", "status_field", "string_field", "varint"]
 
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
@@ -41,6 +42,9 @@ _FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
 _FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
 _KIND = {kind: b"\x30" + _SMALL[kind.value + 1] for kind in SpanKind}
 _STATUS_UNSET = b"\x7a\x00"
+# SpanContext is a tuple (trace id, span id, remote, flags, trace state, valid): unpacked in one step when so.
+_TUPLE_CONTEXT = tuple(SpanContext(1, 2, True, TraceFlags(1), TraceState([("k", "v")]))) == (
+    1, 2, True, TraceFlags(1), TraceState([("k", "v")]), True)
 _KEYS_MAX = 1024
 _keys: dict[str, bytes] = {}
 
@@ -161,43 +165,50 @@ def encode_span(  # noqa: PLR0917  (one argument per Span field)
     context: SpanContext,
     parent: SpanContext | None,
     name: bytes,
-    kind: SpanKind,
+    kind: bytes,
     start_time: int,
     end_time: int,
     attributes: bytes,
-    status: StatusCode = StatusCode.UNSET,
-    description: str | None = None,
+    status: bytes = _STATUS_UNSET,
 ) -> bytes:
-    """The `ScopeSpans.spans` field of one span without events or links: `name` is the encoded `Span.name`
-    field (`name_field(name)`, cached by the caller), `attributes` the concatenated `attribute` fields."""
-    parts = [b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big")]
-    trace_state = context.trace_state
-    if trace_state:
+    """The `ScopeSpans.spans` field of one span without events or links. `name`, `kind` and `status` are the
+    encoded fields (`name_field`, `kind_field`, `status_field`: callers cache them), `attributes` the
+    concatenated `attribute` fields; the status defaults to UNSET."""
+    if _TUPLE_CONTEXT:
+        trace_id, span_id, _, _, trace_state, _ = context
+    else:  # pragma: no cover - an API whose SpanContext is laid out differently
+        trace_id, span_id, trace_state = context.trace_id, context.span_id, context.trace_state
+    head = b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
+    if trace_state is not DEFAULT_TRACE_STATE and trace_state:
         state = ",".join([f"{k}={v}" for k, v in trace_state.items()]).encode("utf-8")
-        parts.append(b"\x1a" + varint(len(state)) + state)
-    if parent is not None:
-        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    parts.append(name)
-    parts.append(_KIND[kind])
-    if start_time:
-        parts.append(b"\x39" + _pack_fixed64(start_time))
-    if end_time:
-        parts.append(b"\x41" + _pack_fixed64(end_time))
-    parts.append(attributes)
-    if status is StatusCode.UNSET and not description:
-        parts.append(_STATUS_UNSET)
+        head += b"\x1a" + varint(len(state)) + state
+    if parent is None:
+        flags = _FLAGS_LOCAL
     else:
-        body = b""
-        if description:
-            raw = description.encode("utf-8")
-            body = b"\x12" + varint(len(raw)) + raw
-        if status.value:
-            body += b"\x18" + varint(status.value)
-        parts.append(b"\x7a" + varint(len(body)) + body)
-    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
-    span = b"".join(parts)
+        head += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
+        flags = _FLAGS_REMOTE if parent.is_remote else _FLAGS_LOCAL
+    span = b"".join((head, name, kind, b"\x39" + _pack_fixed64(start_time) if start_time else b"",
+                     b"\x41" + _pack_fixed64(end_time) if end_time else b"", attributes, status, flags))
     size = len(span)
-    return b"\x12" + (_SMALL[size] if size < 0x80 else varint(size)) + span
+    if size < 0x4000:   # a hop span: a few hundred bytes, a two-byte length
+        return b"\x12" + (_SMALL[size] if size < 0x80 else bytes(((size & 0x7F) | 0x80, size >> 7))) + span
+    return b"\x12" + varint(size) + span
+
+
+def kind_field(kind: SpanKind) -> bytes:
+    """The encoded `Span.kind` field for `encode_span` (the proto's kinds are SpanKind's values plus one)."""
+    return _KIND[kind]
+
+
+def status_field(code: StatusCode, description: str | None = None) -> bytes:
+    """The encoded `Span.status` field for `encode_span` (always written, as the OTLP encoders do)."""
+    body = b""
+    if description:
+        raw = description.encode("utf-8")
+        body = b"\x12" + varint(len(raw)) + raw
+    if code.value:
+        body += b"\x18" + varint(code.value)
+    return b"\x7a" + varint(len(body)) + body
 
 
 def string_field(key: bytes, value: str) -> bytes:

@@ -33,7 +33,9 @@ from meshtrace.exporters.encoded import (
     accepts_encoded,
     attribute,
     encode_span,
+    kind_field,
     name_field,
+    status_field,
 )
 from meshtrace.exporters.file import OtlpJsonFileExporter
 from meshtrace.exporters.otlp import FastOTLPSpanExporter, direct_session
@@ -71,9 +73,9 @@ def encoded(span: ReadableSpan, fields: AttributeFields) -> EncodedSpan:
     context = span.get_span_context()
     assert context is not None
     attributes: Any = dict(span.attributes or {})
-    data = encode_span(context, span.parent, name_field(span.name), span.kind, span.start_time or 0,
-                       span.end_time or 0, fields.encode(attributes), span.status.status_code,
-                       span.status.description)
+    data = encode_span(context, span.parent, name_field(span.name), kind_field(span.kind), span.start_time or 0,
+                       span.end_time or 0, fields.encode(attributes),
+                       status_field(span.status.status_code, span.status.description))
     return EncodedSpan(span.resource, span.instrumentation_scope, context, data)
 
 
@@ -166,7 +168,8 @@ def test_the_otlp_exporter_posts_encoded_and_sdk_spans_in_one_request(collector:
     assert parent == sdk_span.get_span_context()
     assert recording
     assert sampled
-    data = encode_span(context, parent, name_field("hop"), SpanKind.SERVER, 5, 6, attribute("n", 1) or b"")
+    data = encode_span(context, parent, name_field("hop"), kind_field(SpanKind.SERVER), 5, 6,
+                       attribute("n", 1) or b"")
     lane.export(context, data)
     assert processor.force_flush(10_000)
     (body,) = _Capture.bodies
