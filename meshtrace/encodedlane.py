@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
 from meshtrace.sampling import is_attribute_blind, known_decision
@@ -54,6 +55,13 @@ _FLAGS = {(sampled, random): TraceFlags((TraceFlags.SAMPLED if sampled else Trac
 _SAMPLE = Decision.RECORD_AND_SAMPLE
 _RECORD = Decision.RECORD_ONLY
 _get_current_span = trace.get_current_span
+_new_tuple = tuple.__new__
+_NO_STATE = DEFAULT_TRACE_STATE
+_TRACE_ID_MAX, _SPAN_ID_MAX = (1 << 128) - 1, (1 << 64) - 1
+# SpanContext is a tuple (trace id, span id, remote, flags, trace state, valid) made by its __new__: when so,
+# `start` makes it the same way directly.
+_TUPLE_CONTEXT = SpanContext.__bases__ == (tuple,) and tuple(SpanContext(1, 2, True, TraceFlags(1), None)) == (
+    1, 2, True, TraceFlags(1), DEFAULT_TRACE_STATE, True)
 #: (span context, parent span context or None, recording, sampled) for a span `EncodedLane.start` began.
 Started = tuple[SpanContext, "SpanContext | None", bool, bool]
 
@@ -111,8 +119,14 @@ class EncodedLane:
             return None
         decision, trace_state = known
         sampled = decision is _SAMPLE
-        span_context = SpanContext(trace_id, ids.generate_span_id(), False, _FLAGS[sampled, bool(random_trace_id)],
-                                   trace_state)
+        span_id = ids.generate_span_id()
+        flags = _FLAGS[sampled, bool(random_trace_id)]
+        if _TUPLE_CONTEXT:  # SpanContext's own __new__, without its Python-level argument handling
+            span_context = _new_tuple(SpanContext, (trace_id, span_id, False, flags,
+                                                    _NO_STATE if trace_state is None else trace_state,
+                                                    0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX))
+        else:  # pragma: no cover - an API whose SpanContext is laid out differently
+            span_context = SpanContext(trace_id, span_id, False, flags, trace_state)
         return span_context, parent, sampled or decision is _RECORD, sampled
 
     def export(self, context: SpanContext, data: bytes) -> None:

@@ -166,6 +166,9 @@ def test_the_otlp_exporter_posts_encoded_and_sdk_spans_in_one_request(collector:
     assert started is not None
     context, parent, recording, sampled = started
     assert parent == sdk_span.get_span_context()
+    assert context == SpanContext(parent.trace_id, context.span_id, False, context.trace_flags, parent.trace_state)
+    assert context.is_valid
+    assert context.trace_flags.sampled
     assert recording
     assert sampled
     data = encode_span(context, parent, name_field("hop"), kind_field(SpanKind.SERVER), 5, 6,
