@@ -12,8 +12,11 @@ A single timer per connection covers the idle keep-alive timeout and the request
 armed when the connection becomes idle and re-armed when a head starts arriving in pieces; the fast path
 (a whole head in one read) never touches it. A request does not cancel it either: if it fires while a request
 is in flight it does nothing and is re-armed when the connection is idle again, so a keep-alive connection
-costs one timer per timeout period instead of two timer operations per request. Exchanges own their upstream
-timers.
+costs one timer per timeout period instead of two timer operations per request. The route timeout of the
+exchange in flight (one without retries) rides on the same timer: `set_deadline` only re-arms it when it would
+fire too late, `clear_deadline` (response head arrived) just forgets the deadline, and a timer firing early for
+it is re-armed for the rest; so a keep-alive connection's requests make no timer each either. Exchanges own
+their other timers (fault delays, retry backoff, per-try timeouts).
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ class DownstreamConnection(asyncio.Protocol):
     PAUSE_UPSTREAM = 4
     PAUSE_UPGRADE = 8
 
-    __slots__ = ("_head_started_at", "_idle_since", "_idle_sweeps", "_timer", "activity", "closed", "codec", "ctx",
-                 "draining", "paused", "peer", "queue", "reading", "transport", "tunnel", "upgraded", "write_paused")
+    __slots__ = ("_deadline", "_deadline_owner", "_head_started_at", "_idle_since", "_idle_sweeps", "_timer",
+                 "_timer_due", "activity", "closed", "codec", "ctx", "draining", "paused", "peer", "queue", "reading",
+                 "transport", "tunnel", "upgraded", "write_paused")
 
     def __init__(self, ctx: ListenerContext) -> None:
         self.ctx = ctx
@@ -61,6 +65,9 @@ class DownstreamConnection(asyncio.Protocol):
         self.draining = ctx.draining
         self.peer = ""
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0               # loop time `_timer` fires at
+        self._deadline = 0.0                # loop time the front exchange's route timeout expires at
+        self._deadline_owner: Exchange | None = None
         self._idle_since = 0.0
         self._head_started_at = 0.0
         self.activity = False               # a byte moved since the last stream-idle sweep
@@ -184,6 +191,22 @@ class DownstreamConnection(asyncio.Protocol):
             if not self.paused and self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
+    def set_deadline(self, exchange: Exchange, delay: float) -> None:
+        """`exchange.deadline_passed()` in `delay` seconds unless `clear_deadline(exchange)` comes first."""
+        loop = self.ctx.loop
+        due = loop.time() + delay
+        self._deadline = due
+        self._deadline_owner = exchange
+        if self._timer is None or self._timer_due > due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_due = due
+            self._timer = loop.call_later(delay, self._on_timer)
+
+    def clear_deadline(self, exchange: Exchange) -> None:
+        if self._deadline_owner is exchange:
+            self._deadline_owner = None
+
     def start_tunnel(self, exchange: Exchange) -> None:
         """After a 101: every further byte is the upstream's business; the parser is out of the way."""
         self.tunnel = exchange
@@ -285,17 +308,33 @@ class DownstreamConnection(asyncio.Protocol):
             return
         if self._timer is None:
             limits = self.ctx.limits
-            self._timer = loop.call_later(min(limits.idle_timeout, limits.header_timeout), self._on_timer)
+            delay = min(limits.idle_timeout, limits.header_timeout)
+            self._timer_due = self._idle_since + delay
+            self._timer = loop.call_later(delay, self._on_timer)
 
     def _arm_timer(self, delay: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.ctx.loop.call_later(max(delay, 0.0), self._on_timer)
+        delay = max(delay, 0.0)
+        self._timer_due = self.ctx.loop.time() + delay
+        self._timer = self.ctx.loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self.closed or self.queue:
-            return                          # a request is in flight: its exchange has its own timers
+        if self.closed:
+            return
+        if self.queue:
+            # A request is in flight: only its route timeout matters now; idle and header timeouts are re-armed
+            # when the connection is idle again.
+            owner = self._deadline_owner
+            if owner is not None:
+                remaining = self._deadline - self.ctx.loop.time()
+                if remaining > 0.001:       # woken early, for an idle or header timeout: sleep on
+                    self._arm_timer(remaining)
+                else:
+                    self._deadline_owner = None
+                    owner.deadline_passed()
+            return
         now = self.ctx.loop.time()
         limits = self.ctx.limits
         if self.codec.started:

@@ -60,6 +60,7 @@ class Exchange:
         "_attempt_head",
         "_deadline",
         "_hex_ids",
+        "_on_clock",
         "_out",
         "_span",
         "_timer",
@@ -141,6 +142,7 @@ class Exchange:
         self._hex_ids: tuple[bytes, bytes] | None = None    # trace and span id as inject rendered them
         self._out: list[bytes] = []        # response bytes of the current upstream read, written at its end
         self._timer: object | None = None
+        self._on_clock = False                  # the route timeout is set on the connection's timer
         self._deadline: object | None = None   # with retries: the route timeout over all tries
         self.retry: RetryPolicy | None = None
         self.tries = 0
@@ -379,7 +381,13 @@ class Exchange:
                 self._deadline = self.ctx.loop.call_later(timeout, self._on_deadline)
             timeout = retry.per_try_timeout
         if timeout and self._timer is None and not self.response_started:
-            self._timer = self.ctx.loop.call_later(timeout, self._on_timeout)
+            if retry is not None:
+                self._timer = self.ctx.loop.call_later(timeout, self._on_timeout)
+            elif not self._on_clock:
+                # One timer per request would cost more than a keep-alive request's whole routing: without
+                # retries the timeout rides on the connection's timer, which calls `deadline_passed`.
+                self._on_clock = True
+                self.conn.set_deadline(self, timeout)
 
     # -- retries ---------------------------------------------------------------------------------------------------
     # Theory of operation. A route with `retries` keeps the request body while it stays small (`KEEP_LIMIT`);
@@ -670,7 +678,15 @@ class Exchange:
         if up is not None:
             up.abort()
 
+    def deadline_passed(self) -> None:
+        """The route timeout set on the connection's timer expired (the connection forgot it already)."""
+        self._on_clock = False
+        self._on_timeout()
+
     def _cancel_timer(self) -> None:
+        if self._on_clock:
+            self._on_clock = False
+            self.conn.clear_deadline(self)
         timer = self._timer
         if timer is not None:
             self._timer = None

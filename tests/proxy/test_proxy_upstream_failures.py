@@ -47,6 +47,47 @@ def test_hanging_upstream_is_504_ut() -> None:
     assert (proxy.hops[0].status, proxy.hops[0].response_flags) == (504, "UT")
 
 
+def test_route_timeout_per_request_on_a_keep_alive_connection() -> None:
+    # The route timeout rides on the connection's one timer: each request gets its own full timeout (requests that
+    # together outlast it are fine), a timer woken earlier for the header timeout sleeps on, and a request that
+    # does hang still gets its 504 when its own timeout runs out.
+    release = threading.Event()
+
+    def serve(sock: socket.socket) -> None:
+        while True:
+            head = read_head(sock)
+            if not head:
+                return
+            if head.startswith(b"GET /hang "):
+                release.wait(10)
+                return
+            time.sleep(0.15)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = RawServer(serve)
+    proxy = SidecarThread(sidecar_config(server.port, upstream_timeout=0.5, header_timeout=0.2))
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port(), timeout=10)
+        for _ in range(5):                              # 0.75 s on one connection, 0.15 s each
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"ok")
+        started = time.monotonic()
+        conn.request("GET", "/hang")
+        response = conn.getresponse()
+        waited = time.monotonic() - started
+        assert response.status == 504
+        assert b"upstream request timeout" in response.read()
+        assert 0.45 <= waited < 3.0
+        hops = proxy.wait_hops(6)
+        assert [(hop.status, hop.response_flags) for hop in hops] == [(200, "-")] * 5 + [(504, "UT")]
+        conn.close()
+    finally:
+        release.set()
+        proxy.close()
+        server.close()
+
+
 def test_close_before_headers_is_503_uc() -> None:
     def close(sock: socket.socket) -> None:
         read_head(sock)
