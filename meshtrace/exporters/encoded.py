@@ -215,8 +215,8 @@ def string_field(key: bytes, value: str) -> bytes:
     """`attribute(k, value)` for a `str` value, given `key` = `attribute_key(k)`: for a value that never repeats."""
     raw = value.encode("utf-8")
     size = len(raw)
-    if size < 0x7C - len(key):  # every length below fits one varint byte
-        return b"\x4a" + _SMALL[size + len(key) + 4] + key + b"\x12" + _SMALL[size + 2] + b"\x0a" + _SMALL[size] + raw
+    if size < 0x7C - len(key):  # every length below fits one varint byte: one C-level format
+        return b"\x4a%c%b\x12%c\x0a%c%b" % (size + len(key) + 4, key, size + 2, size, raw)
     body = b"\x0a" + varint(size) + raw
     kv = key + b"\x12" + varint(len(body)) + body
     return b"\x4a" + varint(len(kv)) + kv
