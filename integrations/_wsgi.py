@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from meshtrace.integrations._base import Switch, log_failure
 from meshtrace.integrations._common import TracerCache, host_and_port, is_suppressed
 from meshtrace.propagation import CaseInsensitiveGetter, MeshPropagator
+from meshtrace.propagation.environ import environ_headers
 from meshtrace.spans import set_clean_attributes, start_span
 
 __all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse", "extract_parent", "wsgi_wrapper"]
@@ -185,58 +186,26 @@ def record_exception(environ: Mapping[str, Any], exc: BaseException) -> None:
         log_failure("server.exception-hook")
 
 
-#: Header prefixes that carry baggage on their own (Jaeger `uberctx-`, OpenTracing `ot-baggage-`); they are
-#: not in a propagator's `fields`, so their presence alone sends a request through extraction.
-_BAGGAGE_PREFIXES = ("uberctx-", "ot-baggage-")
-_BAGGAGE_MARKS = ("\nHTTP_UBERCTX_", "\nHTTP_OT_BAGGAGE_")
 _CASE_GETTER = CaseInsensitiveGetter()
-
-#: environ key -> the lowercase header name EnvironGetter would read it under, or None (not a header, or a
-#: spelling EnvironGetter.get never asks for). Servers send the same few dozen keys, so this stays small.
-_environ_names: dict[str, str | None] = {}
-_MAX_ENVIRON_NAMES = 1024
-
-
-def _header_name(key: str) -> str | None:
-    if not key.startswith("HTTP_"):
-        return None
-    name = key[5:].lower().replace("_", "-")
-    # Only the exact inverse of EnvironGetter.get's mapping, so the snapshot holds what it would find.
-    return name if "HTTP_" + name.upper().replace("-", "_") == key else None
 
 
 def request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
-    """The request's headers by lowercase name, read from the environ in one pass.
+    """The request's headers by lowercase name, read from the environ in one pass (string values only).
 
-    Extraction used to ask the environ name by name through EnvironGetter (a dozen translated look-ups per
-    format, two key scans for the baggage prefixes); one pass that keeps only the `HTTP_*` string entries
-    gives the propagator a small plain dict, which MeshPropagator reads with its single-pass fast path.
+    A propagator meshtrace does not know is handed this small plain dict, read with a case-insensitive
+    getter, rather than asked to go through EnvironGetter name by name.
     """
-    names = _environ_names
-    headers: dict[str, str] = {}
-    for key, value in environ.items():
-        name = names.get(key, "")
-        if name == "":
-            name = _header_name(key) if isinstance(key, str) else None
-            if len(names) < _MAX_ENVIRON_NAMES:
-                names[key] = name
-        if name is not None and isinstance(value, str) and name not in headers:
-            headers[name] = value
-    return headers
+    return environ_headers(environ)
 
 
 class _Fields:
     """A propagator's `fields` as environ keys (`x-b3-traceid` -> `HTTP_X_B3_TRACEID`), computed once."""
 
-    __slots__ = ("keys", "names", "only_fields", "textmap")
+    __slots__ = ("keys", "textmap")
 
     def __init__(self, textmap: object, fields: Iterable[str]) -> None:
         self.textmap = textmap
-        self.names = {"HTTP_" + name.upper().replace("-", "_"): name.lower() for name in fields}
-        self.keys = frozenset(self.names)
-        #: MeshPropagator reads nothing but its fields (and the prefixed baggage headers): it can be handed
-        #: just those. Any other propagator gets every header, in case it reads one it did not declare.
-        self.only_fields = type(textmap) is MeshPropagator
+        self.keys = frozenset("HTTP_" + name.upper().replace("-", "_") for name in fields)
 
 
 _fields_cache: list[_Fields] = []
@@ -256,6 +225,9 @@ def _fields_of(textmap: object) -> _Fields | None:
     return cached
 
 
+_BAGGAGE_MARKS = ("\nHTTP_UBERCTX_", "\nHTTP_OT_BAGGAGE_")
+
+
 def _has_prefixed_baggage(environ: Mapping[str, Any]) -> bool:
     try:
         keys = "\n" + "\n".join(environ)  # one C-level pass instead of a startswith per key
@@ -267,26 +239,19 @@ def _has_prefixed_baggage(environ: Mapping[str, Any]) -> bool:
 def extract_parent(textmap: Any, environ: Mapping[str, Any], current: otel_context.Context) -> otel_context.Context:
     """`textmap.extract` of the request's headers onto `current`, reading the environ as little as possible.
 
-    A request that enters the mesh without any trace header is common (the first service), and extracting
-    every format from it costs as much as the span: a C-level intersection of the environ with the
-    propagator's fields (and a substring test for the prefixed baggage headers) says there is nothing to
-    find. When there is, MeshPropagator gets only the few headers it reads; another propagator gets them all.
-    The snapshot is read with a case-insensitive getter, so a propagator asking for `X-Amzn-Trace-Id` finds
-    it as EnvironGetter would have.
+    MeshPropagator reads the environ in place (`extract_environ`: nothing to do for a request that enters
+    the mesh without trace headers, Envoy's B3 headers in one fused pass). Any other propagator is skipped
+    when a C-level intersection of the environ with its `fields` (and a substring test for the prefixed
+    baggage headers, `uberctx-*` and `ot-baggage-*`, which no `fields` lists) finds nothing; otherwise it
+    gets every header as a plain dict, read with a case-insensitive getter, so one asking for a header it
+    did not declare (`X-Amzn-Trace-Id`) finds it as EnvironGetter would have.
     """
+    if type(textmap) is MeshPropagator:
+        return textmap.extract_environ(environ, current)
     fields = _fields_of(textmap)
-    if fields is None:
-        return textmap.extract(request_headers(environ), current, _CASE_GETTER)  # type: ignore[no-any-return]
-    present = fields.keys.intersection(environ)
-    prefixed = _has_prefixed_baggage(environ)
-    if not present and not prefixed:
+    if fields is not None and not fields.keys.intersection(environ) and not _has_prefixed_baggage(environ):
         return current
-    if fields.only_fields and not prefixed:
-        names = fields.names
-        headers = {names[key]: value for key in present if isinstance(value := environ[key], str)}
-    else:
-        headers = request_headers(environ)
-    return textmap.extract(headers, current, _CASE_GETTER)  # type: ignore[no-any-return]
+    return textmap.extract(request_headers(environ), current, _CASE_GETTER)  # type: ignore[no-any-return]
 
 
 class ServerTracer:

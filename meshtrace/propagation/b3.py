@@ -26,8 +26,9 @@ PARENT_SPAN_ID: Final = "x-b3-parentspanid"
 SAMPLED: Final = "x-b3-sampled"
 FLAGS: Final = "x-b3-flags"
 
-_TRACE_ID = re.compile(r"[0-9a-f]{32}|[0-9a-f]{16}")
-_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+#: A trace id (128 or 64 bits) and a span id as B3 writes them: lowercase hex, nothing around them.
+TRACE_ID_PATTERN: Final = re.compile(r"[0-9a-f]{32}|[0-9a-f]{16}")
+SPAN_ID_PATTERN: Final = re.compile(r"[0-9a-f]{16}")
 # {trace}-{span}[-{state}[-{parent}]]; the lone-state form (`b3: 0`) is handled before the regex.
 _SINGLE = re.compile(r"([0-9a-f]{32}|[0-9a-f]{16})-([0-9a-f]{16})(?:-([01d])(?:-([0-9a-f]{16}))?)?")
 # X-B3-Sampled: "1"/"0" per the spec, "true"/"false" from legacy tracers (compared lower-cased).
@@ -92,11 +93,11 @@ def parse_multi_values(
         return None if sampled is None else Extracted(sampling_hint=sampled)
     if trace_hex is None or span_hex is None:
         return None
-    if _TRACE_ID.fullmatch(trace_hex) is None or _SPAN_ID.fullmatch(span_hex) is None:
+    if TRACE_ID_PATTERN.fullmatch(trace_hex) is None or SPAN_ID_PATTERN.fullmatch(span_hex) is None:
         return None
     parent: int | None = None
     if parent_hex is not None:
-        if _SPAN_ID.fullmatch(parent_hex) is None:
+        if SPAN_ID_PATTERN.fullmatch(parent_hex) is None:
             return None
         parent = int(parent_hex, 16)
         if parent == 0:

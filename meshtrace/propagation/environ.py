@@ -1,0 +1,144 @@
+"""Extraction straight from a WSGI environ, for the trace headers a mesh sends (Envoy's B3 above all).
+
+Theory of operation. A WSGI server hands a request's headers over as environ entries (`X-B3-TraceId` is
+`HTTP_X_B3_TRACEID`). `extract_from_environ` finds the fixed header names any format reads with one C-level
+intersection of the environ with their environ keys, and the prefixed baggage headers (`uberctx-*`,
+`ot-baggage-*`) with one substring test on the joined keys. Neither: the context comes back unchanged. The
+set of keys found picks a plan (cached per set, as in `_plain_extract`). `X-B3-*` alone, as Istio sends it,
+is read right here, with no intermediate dict or Extracted: the raw values checked by the formats' own
+regexes and parsed by `int`, one SpanContext, and one context copy holding the span, the remote parent and
+the request id. Any value the exact common shapes do not cover (surrounding whitespace, uppercase, zero
+ids, legacy `true`, `X-B3-Flags`, a value that is not a string) and every other single format go to the
+plain-dict path with a dict of just the headers present; W3C or prefixed baggage and several formats at
+once return None, for the caller's general path over `environ_headers`. tests/propagation holds the result
+equal to extraction through a getter that reads the environ name by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext
+
+from meshtrace.propagation import b3, requestid
+from meshtrace.propagation._common import _FLAGS, _REMOTE_PARENT, _SPAN_KEY
+from meshtrace.propagation._context import DEFERRED_KEY, REQUEST_ID_KEY
+from meshtrace.propagation._plain_extract import _B3MULTI, _GENERAL, NAMES, _plan, extract_plain
+
+__all__ = ["environ_headers", "extract_from_environ"]
+
+
+def _environ_key(name: str) -> str:
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
+#: environ key -> the lowercase header name, for every fixed name a format reads.
+_NAME_OF: Final[dict[str, str]] = {_environ_key(name): name for name in NAMES}
+_KEYS: Final = frozenset(_NAME_OF)
+_BAGGAGE_MARKS: Final = ("\nHTTP_UBERCTX_", "\nHTTP_OT_BAGGAGE_")
+_TRACE_ID, _SPAN_ID, _SAMPLED = _environ_key(b3.TRACE_ID), _environ_key(b3.SPAN_ID), _environ_key(b3.SAMPLED)
+_PARENT_SPAN_ID, _REQUEST_ID = _environ_key(b3.PARENT_SPAN_ID), _environ_key(requestid.HEADER)
+_DEBUG = _environ_key(b3.FLAGS)
+#: The exact `X-B3-Sampled` values read here, and the flags each means (a legacy `true` takes the plain path).
+_DECISIONS: Final = {"1": _FLAGS[1], "0": _FLAGS[0]}
+
+# Which plan a set of present environ keys gets: a service sees a handful of sets (at most 2**14 exist).
+_plans: dict[frozenset[str], int] = {}
+
+
+def _has_prefixed_baggage(environ: Mapping[str, Any]) -> bool | None:
+    """Whether an `uberctx-*`/`ot-baggage-*` header is there; None when a key is not a string."""
+    try:
+        keys = "\n" + "\n".join(environ)  # one C-level pass instead of a startswith per key
+    except TypeError:
+        return None
+    return _BAGGAGE_MARKS[0] in keys or _BAGGAGE_MARKS[1] in keys
+
+
+def extract_from_environ(environ: Mapping[str, Any], context: Context) -> Context | None:
+    """`context` with what the environ's headers say applied, or None when the general path must answer."""
+    prefixed = _has_prefixed_baggage(environ)
+    if prefixed is not False:
+        return None
+    present = _KEYS.intersection(environ)
+    if not present:
+        return context
+    plan = _plans.get(present)
+    if plan is None:
+        plan = _plans[present] = _plan(frozenset(_NAME_OF[key] for key in present))
+    if plan == _GENERAL:
+        return None
+    if plan == _B3MULTI and _DEBUG not in present:
+        found = _b3_multi(environ, context)
+        if found is not None:
+            return found
+    return extract_plain({_NAME_OF[key]: environ[key] for key in present}, context)
+
+
+def _b3_multi(environ: Mapping[str, Any], context: Context) -> Context | None:
+    """`X-B3-TraceId`, `-SpanId`, optional `-ParentSpanId`, `-Sampled` 1/0 or absent, and `x-request-id`, in the
+    exact shapes Envoy sends; None for anything else (the plain path then reads them)."""
+    get = environ.get
+    trace_hex, span_hex, sampled = get(_TRACE_ID), get(_SPAN_ID), get(_SAMPLED)
+    if type(trace_hex) is not str or type(span_hex) is not str:
+        return None
+    deferred = sampled is None
+    flags = _FLAGS[0] if deferred else _DECISIONS.get(sampled) if type(sampled) is str else None
+    if flags is None:
+        return None
+    if b3.TRACE_ID_PATTERN.fullmatch(trace_hex) is None or b3.SPAN_ID_PATTERN.fullmatch(span_hex) is None:
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    span = NonRecordingSpan(SpanContext(trace_id, span_id, True, flags, None))
+    entries: dict[str, object] = {_SPAN_KEY: span}
+    parent_hex = get(_PARENT_SPAN_ID)
+    if parent_hex is not None:
+        if type(parent_hex) is not str or b3.SPAN_ID_PATTERN.fullmatch(parent_hex) is None:
+            return None
+        parent = int(parent_hex, 16)
+        if not parent:
+            return None
+        entries[_REMOTE_PARENT] = (span_id, parent)
+    if deferred:
+        entries[DEFERRED_KEY] = True
+    request_id = get(_REQUEST_ID)
+    if request_id is not None:
+        if type(request_id) is not str:
+            return None
+        request_id = requestid.accept(request_id.strip(" \t"))
+        if request_id is not None:
+            entries[REQUEST_ID_KEY] = request_id
+    return Context({**context, **entries}) if context else Context(entries)
+
+
+#: environ key -> the lowercase header name an environ getter would read it under, or None (not a header, or
+#: a spelling such a getter never asks for). Servers send the same few dozen keys, so this stays small.
+_header_names: dict[str, str | None] = {}
+_MAX_HEADER_NAMES = 1024
+
+
+def _header_name(key: str) -> str | None:
+    if not key.startswith("HTTP_"):
+        return None
+    name = key[5:].lower().replace("_", "-")
+    # Only the exact inverse of the `HTTP_` + upper-case mapping, so the snapshot holds what a getter finds.
+    return name if _environ_key(name) == key else None
+
+
+def environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    """The request's headers by lowercase name, read from a WSGI environ in one pass (string values only)."""
+    names = _header_names
+    headers: dict[str, str] = {}
+    for key, value in environ.items():
+        name = names.get(key, "")
+        if name == "":
+            name = _header_name(key) if isinstance(key, str) else None
+            if len(names) < _MAX_HEADER_NAMES:
+                names[key] = name
+        if name is not None and isinstance(value, str) and name not in headers:
+            headers[name] = value
+    return headers
