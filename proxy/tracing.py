@@ -94,7 +94,8 @@ class ProxySampler(Sampler):
     def decide(sampler: ProxySampler, parent_context: Context | None, parent: SpanContext | None,
                trace_id: int) -> Known | None:
         """`should_sample`'s (decision, trace state) without a SamplingResult: meshtrace's span fast path."""
-        if parent_context is not None and get_value(_FORCE, parent_context) is True:
+        # An empty context (no trace headers at all: most requests at the edge) cannot hold the force mark.
+        if parent_context and get_value(_FORCE, parent_context) is True:
             return Decision.RECORD_AND_SAMPLE, None if parent is None else parent.trace_state
         return known_decision(sampler.delegate, parent_context, parent, trace_id)
 
@@ -240,8 +241,16 @@ class HopTracer:
         return parts
 
     def finish(self, span: trace.Span, hop: Hop, end_ns: int) -> None:
-        if span.__class__ is HopSpan:
-            self._finish_encoded(span, hop, end_ns)
+        if span.__class__ is HopSpan:  # the encoded lane (the hop's bytes go straight to the export queue)
+            if span.ended:
+                return  # as the SDK span: ending twice changes nothing
+            span.ended = True
+            if span.sampled:  # recorded but not sampled (RECORD_ONLY): the SDK's processors drop it too
+                try:
+                    span.lane.export(span.context, self._wire.encode(span, hop, end_ns))
+                except Exception:
+                    # Telemetry never fails a request: this hop's span is lost, and said so.
+                    logger.exception("meshtrace proxy: could not encode the span of a hop")
             return
         if span.is_recording():
             attributes: dict[str, str | int | bool] = dict(self.static_attributes)
@@ -250,18 +259,6 @@ class HopTracer:
                 span.set_status(Status(StatusCode.ERROR, description))
             set_clean_attributes(span, attributes)
         span.end(end_time=end_ns)
-
-    def _finish_encoded(self, span: HopSpan, hop: Hop, end_ns: int) -> None:
-        if span.ended:
-            return  # as the SDK span: ending twice changes nothing
-        span.ended = True
-        if not span.sampled:
-            return  # recorded but not sampled (RECORD_ONLY): the SDK's processors drop it too
-        try:
-            span.lane.export(span.get_span_context(), self._wire.encode(span, hop, end_ns))
-        except Exception:
-            # Telemetry never fails a request: this hop's span is lost, and said so.
-            logger.exception("meshtrace proxy: could not encode the span of a hop")
 
     def _tags(self, hop: Hop, attributes: dict[str, str | int | bool]) -> tuple[bool, str | None]:
         """Envoy's tags and the OTel HTTP attributes of `hop`, added to `attributes` in the order the span

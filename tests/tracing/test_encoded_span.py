@@ -214,3 +214,26 @@ def test_encoded_lane_only_for_a_tracer_whose_spans_nobody_else_could_see_differ
     assert encoded_lane(tracer) is not None
     provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
     assert encoded_lane(tracer) is None
+
+
+def test_no_encoded_lane_for_a_disabled_tracer_or_one_counting_its_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import _disable_tracer_configurator
+
+    disabled = TracerProvider(_tracer_configurator=_disable_tracer_configurator)
+    disabled.add_span_processor(otlp_processor())
+    assert encoded_lane(disabled.get_tracer("t")) is None
+    provider, _ = queued_provider(ALWAYS_ON)
+    tracer = provider.get_tracer("t")
+    assert encoded_lane(tracer) is not None
+    tracer._tracer_config.is_enabled = False  # type: ignore[attr-defined]
+    assert encoded_lane(tracer) is None                         # turned off in place
+    # The SDK's internal span metrics count spans at start and end: only SDK spans would be counted.
+    uncounted = TracerProvider(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    uncounted.add_span_processor(otlp_processor())
+    assert encoded_lane(uncounted.get_tracer("t")) is not None
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    counted = TracerProvider(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    counted.add_span_processor(otlp_processor())
+    assert encoded_lane(counted.get_tracer("t")) is None
