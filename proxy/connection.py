@@ -225,7 +225,8 @@ class DownstreamConnection(asyncio.Protocol):
         if not exchange.keep_alive or not exchange.request_done or self.draining or exchange.tunnel:
             self.close()
             return
-        self.resume(self.PAUSE_PENDING | self.PAUSE_UPSTREAM)
+        if self.paused:
+            self.resume(self.PAUSE_PENDING | self.PAUSE_UPSTREAM)
         if queue:
             if len(queue) == 1:
                 self.resume(self.PAUSE_PIPELINE)
@@ -233,7 +234,8 @@ class DownstreamConnection(asyncio.Protocol):
             # recurse (start -> reply -> done -> start ...) once per request.
             self.ctx.loop.call_soon(self._start_front)
         else:
-            self.resume(self.PAUSE_PIPELINE)
+            if self.paused:
+                self.resume(self.PAUSE_PIPELINE)
             self._become_idle()
 
     def idle_sweep(self, limit: int) -> None:

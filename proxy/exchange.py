@@ -209,7 +209,9 @@ class Exchange:
         drop = ctx.request_drop if connection is None else ctx.drop_with(False, connection)
         if decision.rewrite_host:
             drop = drop | {b"host"}
-        out: Headers = [pair for pair in head.headers if pair[0] not in drop]
+        # Most requests carry nothing to drop: then a C-level copy instead of a Python-level filter.
+        out: Headers = (head.headers.copy() if drop.isdisjoint(hmap)
+                        else [pair for pair in head.headers if pair[0] not in drop])
         if decision.rewrite_host:
             out.insert(0, (b"host", decision.authority))
         if policy is not None and policy.request_headers:
@@ -352,18 +354,23 @@ class Exchange:
             up.pause_reading()
         if self.head.expect_continue and not self.request_done and not self.request_bytes and self.tries == 1:
             conn.write(_CONTINUE)       # we stripped Expect upstream, so the 100 is ours to send
-        parts = [self.out_head]
         chunked = self.head.chunked
-        for data in self.pending:
-            if chunked:
-                parts += (b"%x\r\n" % len(data), data, _CRLF)
-            else:
-                parts.append(data)
-        if self.request_done:
-            if chunked:
-                parts.append(_LAST_CHUNK)
-            self.request_sent = True
-        up.write(b"".join(parts))
+        if not self.pending and not chunked:
+            up.write(self.out_head)             # the common bodiless request: its head alone
+            if self.request_done:
+                self.request_sent = True
+        else:
+            parts = [self.out_head]
+            for data in self.pending:
+                if chunked:
+                    parts += (b"%x\r\n" % len(data), data, _CRLF)
+                else:
+                    parts.append(data)
+            if self.request_done:
+                if chunked:
+                    parts.append(_LAST_CHUNK)
+                self.request_sent = True
+            up.write(b"".join(parts))
         if self.pending:
             self.pending = []
         if self.pending_size:
