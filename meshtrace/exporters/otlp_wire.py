@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -282,6 +283,12 @@ def _group(spans: Sequence[_Span], key: Callable[[_Span], Any]) -> list[tuple[An
     Grouped by object identity first (no hashing of a Resource); only when distinct objects turn out equal
     are the spans walked again to merge their groups.
     """
+    if spans:
+        # Usually one provider's spans: one Resource, one scope, told with C-level passes (identity first).
+        objects = list(map(_ATTRIBUTE[key], spans))
+        only = objects[0]
+        if (only is None or only) and objects.count(only) == len(objects):
+            return [(only, list(spans))]
     groups: dict[int, tuple[Any, list[_Span]]] = {}
     last: Any = _MISSING
     members: list[_Span] = []
@@ -315,6 +322,11 @@ def _resource_of(span: ReadableSpan | EncodedSpan) -> Resource:
 
 def _scope_of(span: ReadableSpan | EncodedSpan) -> InstrumentationScope | None:
     return span.instrumentation_scope or None
+
+
+# The attribute each grouping key reads (the scope's `or None` is kept by `_group`'s truthiness check).
+_ATTRIBUTE: dict[Callable[[Any], Any], Callable[[Any], Any]] = {
+    _resource_of: attrgetter("resource"), _scope_of: attrgetter("instrumentation_scope")}
 
 
 def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
