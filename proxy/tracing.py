@@ -31,7 +31,7 @@ from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes
 
 from meshtrace.encodedlane import EncodedLane, encoded_lane
@@ -204,13 +204,15 @@ class HopTracer:
         span_id = b"%016x" % sc.span_id
         parent = getattr(span, "parent", None)     # SDK spans know their parent; a non-recording one does not
         parent_id = b"%016x" % parent.span_id if isinstance(parent, SpanContext) and parent.is_valid else None
-        sampled = sc.trace_flags.sampled
+        trace_flags = sc.trace_flags
+        sampled = trace_flags & 0x01    # int arithmetic on the TraceFlags int, not its Python-level properties
         for name in render:
             if name == "tracecontext":
-                flags = (sc.trace_flags & 0x03) | (0x01 if sampled else 0x00)
-                out.append((b"traceparent", b"00-%s-%s-%02x" % (trace_id, span_id, flags)))
-                if sc.trace_state:
-                    out.append((b"tracestate", sc.trace_state.to_header().encode("latin-1")))
+                out.append((b"traceparent", b"00-%s-%s-%02x" % (trace_id, span_id, trace_flags & 0x03)))
+                trace_state = sc.trace_state
+                # The shared empty TraceState (every root span's) is skipped without its Python-level len().
+                if trace_state is not DEFAULT_TRACE_STATE and trace_state:
+                    out.append((b"tracestate", trace_state.to_header().encode("latin-1")))
             elif name == "b3multi":
                 out.append((b"x-b3-traceid", trace_id))
                 out.append((b"x-b3-spanid", span_id))
