@@ -73,7 +73,8 @@ class HopWire:
     The tags are those of `HopTracer._tags`, in its order, as fragments cached by the hop fields they depend on:
     the URL (scheme, authority, path), the client (method, protocol, user agent), the peer address, and the
     outcome (sizes, cluster, upstream, status, flags, method, protocol, authority), which also decides the
-    status. Only the request id is encoded for every hop. Each cache holds at most `CACHED` entries.
+    status; an outcome not seen yet is put together from its sizes' tags and the rest's, each cached too. Only
+    the request id is encoded for every hop. Each cache holds at most `CACHED` entries (then starts afresh).
     """
 
     CACHED = 512
@@ -89,6 +90,8 @@ class HopWire:
         self._clients: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         self._peers: dict[str, tuple[bytes, bytes]] = {}
         self._outcomes: dict[tuple[object, ...], tuple[bytes, bytes, bytes]] = {}
+        self._sizes: dict[tuple[int, int], bytes] = {}
+        self._rests: dict[tuple[object, ...], tuple[bytes, bytes, bytes]] = {}
 
     def encode(self, span: HopSpan, hop: Hop, end_ns: int) -> bytes:
         """The `ScopeSpans.spans` field of `span` for the finished `hop`, ended at `end_ns`."""
@@ -141,11 +144,24 @@ class HopWire:
         return _field("peer.address", address), _field("client.address", address.rpartition(":")[0])
 
     def _outcome(self, hop: Hop) -> tuple[bytes, bytes, bytes]:
-        """(tags before the URL's, error tags, status field)."""
+        """(tags before the URL's, error tags, status field), from the sizes' tags and the rest's, each cached on
+        its own: a route whose response sizes vary still finds the rest (most of the work) encoded."""
+        sizes_key = (hop.request_bytes, hop.response_bytes)
+        sizes = self._sizes.get(sizes_key)
+        if sizes is None:
+            sizes = self._remember(self._sizes, sizes_key, _field("request_size", hop.request_bytes)
+                                   + _field("response_size", hop.response_bytes))
+        rest_key = (hop.upstream_cluster, hop.upstream_address, hop.status, hop.response_flags, hop.method,
+                    hop.protocol, hop.authority)
+        rest = self._rests.get(rest_key)
+        if rest is None:
+            rest = self._remember(self._rests, rest_key, self._rest(hop))
+        return sizes + rest[0], rest[1], rest[2]
+
+    def _rest(self, hop: Hop) -> tuple[bytes, bytes, bytes]:
         status, flags, protocol = hop.status, hop.response_flags, hop.protocol
         host, port = self._authority(hop.authority)
-        parts = [_field("request_size", hop.request_bytes), _field("response_size", hop.response_bytes),
-                 _field("upstream_cluster", hop.upstream_cluster), _field("upstream_address", hop.upstream_address),
+        parts = [_field("upstream_cluster", hop.upstream_cluster), _field("upstream_address", hop.upstream_address),
                  _field("http.status_code", status), _field("response_flags", flags),
                  _field("http.request.method", hop.method),
                  _field("network.protocol.version", protocol[5:] if protocol.startswith("HTTP/") else protocol),
