@@ -44,7 +44,8 @@ class RequestHead:
     __slots__ = ("chunked", "content_length", "expect_continue", "headers", "hmap", "keep_alive", "method",
                  "target", "upgrade", "version")
 
-    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers, *,
+    # Not keyword-only: the codec calls by position (each keyword costs a few hundred instructions per request).
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers,  # noqa: PLR0917
                  hmap: dict[bytes, bytes], keep_alive: bool, upgrade: bool) -> None:
         self.method = method
         self.target = target
@@ -73,7 +74,7 @@ class ResponseHead:
 
     __slots__ = ("chunked", "connection", "content_length", "headers", "keep_alive", "status")
 
-    def __init__(self, status: int, headers: Headers, *, keep_alive: bool,
+    def __init__(self, status: int, headers: Headers, keep_alive: bool,  # noqa: PLR0917  (by position: see RequestHead)
                  chunked: bool, content_length: bytes | None, connection: bytes | None = None) -> None:
         self.status = status
         self.connection = connection    # the Connection value(s), comma-joined; None without one
@@ -180,8 +181,7 @@ class RequestCodec:
         # llhttp marks an upgrade only for CONNECT or with an Upgrade header: ask it only then.
         upgrade = (b"upgrade" in hmap or method == b"CONNECT") and parser.should_upgrade()
         self.sink.on_request_head(RequestHead(
-            method, url, version, self._headers, hmap=hmap, keep_alive=parser.should_keep_alive(),
-            upgrade=upgrade))
+            method, url, version, self._headers, hmap, parser.should_keep_alive(), upgrade))
 
     def on_body(self, body: bytes) -> None:
         self.sink.on_request_body(body)
@@ -267,8 +267,7 @@ class ResponseCodec:
         no_body = self.head_request or status in (204, 304) or status == 101
         self.close_delimited = not (no_body or chunked or length is not None)
         self.sink.on_response_head(ResponseHead(
-            status, headers, keep_alive=parser.should_keep_alive(),
-            chunked=chunked, content_length=length, connection=connection))
+            status, headers, parser.should_keep_alive(), chunked, length, connection))
         if self.head_request:
             self._in_body = False
             self.sink.on_response_end()
