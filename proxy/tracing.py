@@ -254,6 +254,8 @@ class HopTracer:
                     # Telemetry never fails a request: this hop's span is lost, and said so.
                     logger.exception("meshtrace proxy: could not encode the span of a hop")
             return
+        if span.__class__ is NonRecordingSpan:
+            return  # an unsampled hop (99% of them at 1%): nothing to tag, ending it does nothing
         if span.is_recording():
             attributes: dict[str, str | int | bool] = dict(self.static_attributes)
             error, description = self._tags(hop, attributes)
