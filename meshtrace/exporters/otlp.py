@@ -66,6 +66,7 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
         inner: Any = self
         own = self._own_export()
         if own is None:
+            # accepts_encoded() is false in this state, so no pipeline handed us EncodedSpans: none are lost here.
             sdk_spans = [span for span in spans if isinstance(span, ReadableSpan)]
             return super().export(sdk_spans)
         client, metrics, limit = own
