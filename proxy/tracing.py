@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
@@ -51,6 +52,7 @@ logger = logging.getLogger("meshtrace.proxy")
 
 # Baggage-only formats put their entries in prefixed headers (Jaeger `uberctx-`, OT `ot-baggage-`).
 _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
+_EVERY_TIME_BAGGAGE_PREFIXES = repeat(_BAGGAGE_PREFIXES)   # never exhausted: map() stops with the header names
 _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _FORCE = create_key("meshtrace-proxy-force-trace")
 _INVALID = trace.INVALID_SPAN
@@ -148,10 +150,11 @@ class HopTracer:
         """The hop's span, and the extracted context (debug, hints) that `inject` needs to say all of it again."""
         # Most requests at the edge carry no trace header at all: skip the propagator's dozen lookups then.
         present = self.extract_names.intersection(hmap)
-        prefixed = [key for key in hmap if key.startswith(_BAGGAGE_PREFIXES)]
-        if not present and not prefixed:
+        # The baggage-prefix test as C-level calls: no comprehension frame for the usual header map without any.
+        if not present and not any(map(bytes.startswith, hmap, _EVERY_TIME_BAGGAGE_PREFIXES)):
             context = Context()
         else:
+            prefixed = [key for key in hmap if key.startswith(_BAGGAGE_PREFIXES)]
             # Hand the propagator a small str dict of just the headers it reads: with the default getter that is
             # MeshPropagator's fast extract (a third of the instructions of reading the byte map through a getter,
             # which makes it try every format and scan every name).

@@ -63,6 +63,7 @@ INCOMING: list[dict[bytes, bytes]] = [
      b"ot-tracer-sampled": b"true", b"ot-baggage-user": b"alice"},
     {b"traceparent": TRACEPARENT, b"baggage": b"k=v"},
     {b"x-envoy-force-trace": b"true", b"x-request-id": b"abc"},
+    {b"uberctx-user": b"alice", b"accept": b"*/*"},     # Jaeger baggage alone: no trace header at all
 ]
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)   # what latin-1/utf-8 decoding yields
