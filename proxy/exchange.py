@@ -182,7 +182,8 @@ class Exchange:
             name = _span_name(self.authority, decision.route if decision is not None else None)
             self._span, self._trace_context = tracer.start(hmap, name, self.start_ns)
         if ctx.inbound:
-            self.source = decode_peer(hmap.get(ctx.peer_header))
+            announced = hmap.get(ctx.peer_header)
+            self.source = decode_peer(announced) if announced else _NOBODY
         if decision is None:
             self.local_reply(404, flags.NR, "route not found")
             return
@@ -789,7 +790,7 @@ class Exchange:
             decision.route.cluster if decision is not None else "",
             decision.route.name if decision is not None else "",
             self.status,
-            flags.join(self.flags),
+            ",".join(self.flags) if self.flags else flags.NONE,      # flags.join, inline
             self.request_bytes,
             self.response_bytes,
             (end_ns - self.start_ns) / 1e6,
@@ -798,7 +799,7 @@ class Exchange:
             "",
             source,
             destination,
-            max(self.tries, 1) if self.pool is not None else 0,
+            (self.tries or 1) if self.pool is not None else 0,
         )
         span = self._span
         tracer = ctx.tracer

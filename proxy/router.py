@@ -120,9 +120,11 @@ class InboundRouter:
         self.route_ = Route(host, port, f"inbound|{port}||", "default", "/*", timeout)
 
     def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None:
-        target, authority = origin_form(head.target)
-        if authority is not None:
-            return RouteDecision(self.route_, target, authority, True)
+        target = head.target
+        if target[:1] != b"/":                  # absolute-form (or `*`): origin_form() sorts it out
+            target, authority = origin_form(target)
+            if authority is not None:
+                return RouteDecision(self.route_, target, authority, True)
         return RouteDecision(self.route_, target, head.hmap.get(b"host", b""))
 
 
