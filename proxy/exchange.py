@@ -524,7 +524,8 @@ class Exchange:
 
     # -- response side -----------------------------------------------------------------------------------------
     def on_response_head(self, head: ResponseHead) -> None:
-        self._cancel_timer()
+        if self._on_clock or self._timer is not None:
+            self._cancel_timer()
         status = head.status
         if self.decision is not None and self.decision.route.health is not None:
             self._record_health(status)
@@ -541,7 +542,8 @@ class Exchange:
         self.up_keep_alive = head.keep_alive
         peer = ctx.peer_header
         connection = head.connection
-        drop = ctx.response_drop if connection is None else ctx.drop_with(True, connection)
+        drop = (ctx.response_drop if connection is None
+                else ctx.response_drops.get(connection) or ctx.drop_with(True, connection))
         if status == 101 and self.head.upgrade:
             drop = drop - _TUNNEL_KEEP  # a 101 must keep Connection/Upgrade: they say which protocol now runs
         headers = head.headers
@@ -744,7 +746,8 @@ class Exchange:
         if counted is not None:
             self.counted = None
             counted.active -= 1
-        self._cancel_timer()
+        if self._on_clock or self._timer is not None:
+            self._cancel_timer()
         if self._deadline is not None:
             self._cancel_deadline()
         if self.limits is not None:

@@ -54,6 +54,9 @@ class ListenerContext:
     response_drop: frozenset[bytes] = field(init=False)
     inbound: bool = field(init=False)
     _drops: dict[tuple[bool, bytes], frozenset[bytes]] = field(init=False, default_factory=dict)
+    # Connection value -> response_drop plus its names, for the one or two values upstreams repeat (nginx's
+    # `keep-alive`): read inline by the exchange, filled by drop_with.
+    response_drops: dict[bytes, frozenset[bytes]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.peer_header = PEER_HEADER.encode()
@@ -75,7 +78,10 @@ class ListenerContext:
             drop = (self.response_drop if response else self.request_drop) | connection_tokens(connection)
             if len(self._drops) >= 64:
                 self._drops.clear()     # a client inventing Connection values must not grow this forever
+                self.response_drops.clear()
             self._drops[key] = drop
+            if response:
+                self.response_drops[connection] = drop
         return drop
 
     def report(self, hop: Hop) -> None:
