@@ -3,8 +3,10 @@
 Theory of operation. A WSGI server hands a request's headers over as environ entries (`X-B3-TraceId` is
 `HTTP_X_B3_TRACEID`). `extract_from_environ` finds the fixed header names any format reads with one C-level
 intersection of the environ with their environ keys, and the prefixed baggage headers (`uberctx-*`,
-`ot-baggage-*`) with one substring test on the joined keys. Neither: the context comes back unchanged. The
-set of keys found picks a plan (cached per set, as in `_plain_extract`). `X-B3-*` alone, as Istio sends it,
+`ot-baggage-*`) with one substring test on the joined keys; the set found picks a plan. Servers build the
+environ's keys in the same order request after request, so all of that is cached per tuple of keys, and a
+request costs one tuple and one dict look-up before its values are read. No trace header: the context comes
+back unchanged. `X-B3-*` alone, as Istio sends it,
 is read right here, with no intermediate dict or Extracted: the raw values checked by the formats' own
 regexes and parsed by `int`, one SpanContext, and one context copy holding the span, the remote parent and
 the request id. Any value the exact common shapes do not cover (surrounding whitespace, uppercase, zero
@@ -25,7 +27,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 from meshtrace.propagation import b3, requestid
 from meshtrace.propagation._common import _FLAGS, _REMOTE_PARENT, _SPAN_KEY
 from meshtrace.propagation._context import DEFERRED_KEY, REQUEST_ID_KEY
-from meshtrace.propagation._plain_extract import _B3MULTI, _GENERAL, NAMES, _plan, extract_plain
+from meshtrace.propagation._plain_extract import _B3MULTI, _GENERAL, _NONE, NAMES, _plan, extract_plain
 
 __all__ = ["environ_headers", "extract_from_environ"]
 
@@ -44,32 +46,45 @@ _DEBUG = _environ_key(b3.FLAGS)
 #: The exact `X-B3-Sampled` values read here, and the flags each means (a legacy `true` takes the plain path).
 _DECISIONS: Final = {"1": _FLAGS[1], "0": _FLAGS[0]}
 
-# Which plan a set of present environ keys gets: a service sees a handful of sets (at most 2**14 exist).
-_plans: dict[frozenset[str], int] = {}
+# What a layout of environ keys (the keys in order, as a server builds them) calls for: None for the general
+# path, else the plan and the fixed-name keys present. A server sends the same few layouts again and again,
+# and hashing the key tuple (the strings' hashes are cached) is cheaper than the intersection and the
+# baggage-prefix scan it stands for. Bounded: a client inventing header names only empties it now and then.
+_Layout = tuple[int, tuple[str, ...]] | None
+_layouts: dict[tuple[Any, ...], _Layout] = {}
+_MAX_LAYOUTS = 512
+_NO_HEADERS: Final[_Layout] = (_NONE, ())
 
 
-def _has_prefixed_baggage(environ: Mapping[str, Any]) -> bool | None:
-    """Whether an `uberctx-*`/`ot-baggage-*` header is there; None when a key is not a string."""
+def _layout(environ: Mapping[str, Any]) -> _Layout:
     try:
         keys = "\n" + "\n".join(environ)  # one C-level pass instead of a startswith per key
     except TypeError:
-        return None
-    return _BAGGAGE_MARKS[0] in keys or _BAGGAGE_MARKS[1] in keys
+        return None  # a key that is not a string: the general path knows what to skip
+    if _BAGGAGE_MARKS[0] in keys or _BAGGAGE_MARKS[1] in keys:
+        return None  # prefixed baggage: the general path's business
+    present = _KEYS.intersection(environ)
+    if not present:
+        return _NO_HEADERS
+    plan = _plan(frozenset(_NAME_OF[key] for key in present))
+    return None if plan == _GENERAL else (plan, tuple(sorted(present)))
 
 
 def extract_from_environ(environ: Mapping[str, Any], context: Context) -> Context | None:
     """`context` with what the environ's headers say applied, or None when the general path must answer."""
-    prefixed = _has_prefixed_baggage(environ)
-    if prefixed is not False:
+    keys = tuple(environ)
+    try:
+        layout = _layouts[keys]
+    except KeyError:
+        layout = _layout(environ)
+        if len(_layouts) >= _MAX_LAYOUTS:
+            _layouts.clear()
+        _layouts[keys] = layout
+    if layout is None:
         return None
-    present = _KEYS.intersection(environ)
+    plan, present = layout
     if not present:
         return context
-    plan = _plans.get(present)
-    if plan is None:
-        plan = _plans[present] = _plan(frozenset(_NAME_OF[key] for key in present))
-    if plan == _GENERAL:
-        return None
     if plan == _B3MULTI and _DEBUG not in present:
         found = _b3_multi(environ, context)
         if found is not None:

@@ -118,3 +118,10 @@ def test_environ_headers_keep_only_header_strings_under_their_header_names() -> 
     environ: dict[Any, Any] = {"HTTP_X_B3_TRACEID": "abc", "HTTP_x_b3_spanid": "def", "HTTP_HOST": "h",
                                "HTTP_X_BIN": b"x", "PATH_INFO": "/", 7: "seven"}
     assert environ_headers(environ) == {"x-b3-traceid": "abc", "host": "h"}
+
+
+def test_a_key_that_is_not_a_string_does_not_hide_the_headers() -> None:
+    environ: dict[Any, Any] = {7: "seven", "HTTP_X_B3_TRACEID": "00f067aa0ba902b7",
+                               "HTTP_X_B3_SPANID": "00f067aa0ba902b7", "HTTP_X_B3_SAMPLED": "1"}
+    found = trace.get_current_span(MeshPropagator().extract_environ(environ)).get_span_context()
+    assert found.span_id == 0x00f067aa0ba902b7
