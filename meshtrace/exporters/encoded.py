@@ -29,7 +29,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
-__all__ = ["AttributeFields", "EncodedSpan", "accepts_encoded", "attribute", "attribute_key", "encode_span",
+__all__ = ["EncodedSpan", "accepts_encoded", "attribute", "attribute_key", "encode_span",
            "kind_field", "name_field", "status_field", "string_field", "varint"]
 
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -118,47 +118,6 @@ def attribute(key: str, value: str | bool | int | float) -> bytes | None:
         raise TypeError(f"Invalid type {type(value)} of value {value}")
     kv = _key(key) + b"\x12" + varint(len(body)) + body
     return b"\x4a" + varint(len(kv)) + kv
-
-
-class AttributeFields:
-    """`attribute` fields with the whole field cached per (key, value): most of a hop's tags repeat.
-
-    Bounded: at most `keys` keys, `values` values per key (then that key's values are forgotten, so a key whose
-    values never repeat, like a request id, churns only its own entries); floats are not cached (0.0 == -0.0).
-    """
-
-    __slots__ = ("_fields", "_keys_max", "_values_max")
-
-    def __init__(self, keys: int = 256, values: int = 64) -> None:
-        self._fields: dict[str, dict[object, tuple[type, bytes]]] = {}
-        self._keys_max = keys
-        self._values_max = values
-
-    def encode(self, attributes: dict[str, str | bool | int | float]) -> bytes:
-        """The concatenated `Span.attributes` fields of `attributes`, in their order."""
-        fields = self._fields
-        parts: list[bytes] = []
-        for key, value in attributes.items():
-            cls = value.__class__
-            per_key = fields.get(key)
-            if per_key is not None:
-                hit = per_key.get(value)
-                if hit is not None and hit[0] is cls:  # True == 1: the class must match too
-                    parts.append(hit[1])
-                    continue
-            field = attribute(key, value)
-            if field is None:
-                continue
-            parts.append(field)
-            if cls is not float:
-                if per_key is None:
-                    if len(fields) >= self._keys_max:
-                        continue
-                    per_key = fields[key] = {}
-                elif len(per_key) >= self._values_max:
-                    per_key.clear()
-                per_key[value] = (cls, field)
-        return b"".join(parts)
 
 
 def encode_span(  # noqa: PLR0917  (one argument per Span field)
