@@ -41,6 +41,7 @@ StartResponse = Callable[..., Any]
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 _PROTOCOLS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0", "HTTP/2": "2", "HTTP/2.0": "2", "HTTP/3": "3"}
 _ERROR = Status(StatusCode.ERROR)
+_SERVER = SpanKind.SERVER  # an Enum member read from its class costs a Python-level lookup each time
 
 
 class EnvironGetter(Getter[Mapping[str, Any]]):
@@ -273,11 +274,12 @@ class ServerTracer:
         if excluded is not None and excluded.search(path):
             return None
         current = otel_context.get_current()
-        if is_suppressed(current):
-            return None
-        active = trace.get_current_span(current)
-        if getattr(active, "kind", None) is SpanKind.SERVER and active.is_recording():
-            return None  # an outer WSGI middleware (OTel's) already made the server span
+        if current:  # usually empty when a request starts: then nothing is suppressed and no span is active
+            if is_suppressed(current):
+                return None
+            active = trace.get_current_span(current)
+            if getattr(active, "kind", None) is _SERVER and active.is_recording():
+                return None  # an outer WSGI middleware (OTel's) already made the server span
 
         method: str = environ.get("REQUEST_METHOD") or "GET"
         scheme: str = environ.get("wsgi.url_scheme") or "http"
@@ -315,7 +317,7 @@ class ServerTracer:
             attributes["network.protocol.version"] = protocol
 
         parent = extract_parent(propagate.get_global_textmap(), environ, current)
-        span = start_span(self.tracer.get(), method, parent, SpanKind.SERVER, attributes)
+        span = start_span(self.tracer.get(), method, parent, _SERVER, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         environ[SPAN_KEY] = span
         return _Request(self, environ, method, span, token, start_response)
