@@ -7,8 +7,8 @@ intersection of the environ with their environ keys, and the prefixed baggage he
 environ's keys in the same order request after request, so all of that is cached per tuple of keys, and a
 request costs one tuple and one dict look-up before its values are read. No trace header: the context comes
 back unchanged. `X-B3-*` alone, as Istio sends it,
-is read right here, with no intermediate dict or Extracted: the raw values checked by the formats' own
-regexes and parsed by `int`, one SpanContext, and one context copy holding the span, the remote parent and
+is read right here, with no intermediate dict or Extracted: the raw ids checked by one regex and parsed by
+`int`, one SpanContext (built as the tuple it is), and one context copy holding the span, the remote parent and
 the request id. Any value the exact common shapes do not cover (surrounding whitespace, uppercase, zero
 ids, legacy `true`, `X-B3-Flags`, a value that is not a string) and every other single format go to the
 plain-dict path with a dict of just the headers present; W3C or prefixed baggage and several formats at
@@ -18,11 +18,12 @@ equal to extraction through a getter that reads the environ name by name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanContext
+from opentelemetry.trace import DEFAULT_TRACE_STATE, NonRecordingSpan, SpanContext
 
 from meshtrace.propagation import b3, requestid
 from meshtrace.propagation._common import _FLAGS, _REMOTE_PARENT, _SPAN_KEY
@@ -43,8 +44,16 @@ _BAGGAGE_MARKS: Final = ("\nHTTP_UBERCTX_", "\nHTTP_OT_BAGGAGE_")
 _TRACE_ID, _SPAN_ID, _SAMPLED = _environ_key(b3.TRACE_ID), _environ_key(b3.SPAN_ID), _environ_key(b3.SAMPLED)
 _PARENT_SPAN_ID, _REQUEST_ID = _environ_key(b3.PARENT_SPAN_ID), _environ_key(requestid.HEADER)
 _DEBUG = _environ_key(b3.FLAGS)
+#: A B3 trace id and span id joined by a newline (which no hex id contains, so the split is unambiguous).
+_IDS: Final = re.compile(r"(?:[0-9a-f]{32}|[0-9a-f]{16})\n[0-9a-f]{16}")
 #: The exact `X-B3-Sampled` values read here, and the flags each means (a legacy `true` takes the plain path).
 _DECISIONS: Final = {"1": _FLAGS[1], "0": _FLAGS[0]}
+
+# SpanContext is a tuple (trace id, span id, remote, flags, state, valid) whose Python-level __new__ defaults
+# and re-checks what `_b3_multi` has just checked. Where the installed API lays it out that way (checked once,
+# here), the tuple is built directly; elsewhere the constructor is called.
+_new_tuple = tuple.__new__
+_DIRECT: Final = tuple(SpanContext(1, 1, True, _FLAGS[1], None)) == (1, 1, True, _FLAGS[1], DEFAULT_TRACE_STATE, True)
 
 # What a layout of environ keys (the keys in order, as a server builds them) calls for: None for the general
 # path, else the plan and the fixed-name keys present. A server sends the same few layouts again and again,
@@ -101,15 +110,16 @@ def _b3_multi(environ: Mapping[str, Any], context: Context) -> Context | None:
         return None
     deferred = sampled is None
     flags = _FLAGS[0] if deferred else _DECISIONS.get(sampled) if type(sampled) is str else None
-    if flags is None:
-        return None
-    if b3.TRACE_ID_PATTERN.fullmatch(trace_hex) is None or b3.SPAN_ID_PATTERN.fullmatch(span_hex) is None:
+    if flags is None or _IDS.fullmatch(f"{trace_hex}\n{span_hex}") is None:  # one regex call for both ids
         return None
     trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
     if not trace_id or not span_id:
         return None
-    span = NonRecordingSpan(SpanContext(trace_id, span_id, True, flags, None))
-    entries: dict[str, object] = {_SPAN_KEY: span}
+    if _DIRECT:
+        span_context = _new_tuple(SpanContext, (trace_id, span_id, True, flags, DEFAULT_TRACE_STATE, True))
+    else:  # pragma: no cover - an SDK whose SpanContext is laid out differently
+        span_context = SpanContext(trace_id, span_id, True, flags, None)
+    entries: dict[str, object] = {_SPAN_KEY: NonRecordingSpan(span_context)}
     parent_hex = get(_PARENT_SPAN_ID)
     if parent_hex is not None:
         if type(parent_hex) is not str or b3.SPAN_ID_PATTERN.fullmatch(parent_hex) is None:
@@ -124,7 +134,10 @@ def _b3_multi(environ: Mapping[str, Any], context: Context) -> Context | None:
     if request_id is not None:
         if type(request_id) is not str:
             return None
-        request_id = requestid.accept(request_id.strip(" \t"))
+        request_id = request_id.strip(" \t")
+        # Printable ASCII within the bound is what requestid.accept keeps; anything else it judges itself.
+        if not (0 < len(request_id) <= requestid.MAX_LENGTH and request_id.isascii() and request_id.isprintable()):
+            request_id = requestid.accept(request_id)
         if request_id is not None:
             entries[REQUEST_ID_KEY] = request_id
     return Context({**context, **entries}) if context else Context(entries)

@@ -14,7 +14,7 @@ __all__ = ["RequestIdPropagator"]
 
 HEADER: Final = "x-request-id"
 # Envoy makes UUIDs, but any opaque id is passed on; the bound keeps a hostile value from being amplified.
-_MAX_LENGTH: Final = 1024
+MAX_LENGTH: Final = 1024
 
 
 def parse(headers: Headers) -> str | None:
@@ -23,7 +23,7 @@ def parse(headers: Headers) -> str | None:
 
 def accept(value: str | None) -> str | None:
     """The request id to keep, given the header's first value stripped of optional whitespace."""
-    if not value or len(value) > _MAX_LENGTH or not visible_value(value):
+    if not value or len(value) > MAX_LENGTH or not visible_value(value):
         return None
     return value
 
@@ -35,7 +35,7 @@ def extract(headers: Headers, context: Context) -> Context:
 
 def sendable(request_id: str) -> bool:
     """Checked again on the way out: the id may have been set by code, and must not break the header."""
-    return 0 < len(request_id) <= _MAX_LENGTH and visible_value(request_id)
+    return 0 < len(request_id) <= MAX_LENGTH and visible_value(request_id)
 
 
 def render(out: Outgoing) -> Iterator[tuple[str, str]]:
