@@ -6,8 +6,11 @@ straight from the context (no `Outgoing` snapshot, no generator per format), for
 parent ids to hex once and emits every configured format from those strings in the propagator's order. The
 result is remembered against the span context object (an immutable tuple, so identity means equal values),
 the parent id and the request id: a span that injects again (a retry, a redirect, the sidecar answering
-twice) gets the same tuple without any formatting. Anything else returns None and the caller takes each
-format's own renderer, which a property test holds equal to this one.
+twice) gets the same tuple without any formatting. Sibling spans (the outbound calls made while serving one
+request) differ only in their span id: the render is kept as a template (every value joined by a newline,
+the span id a placeholder character; neither can occur in a header value) keyed by what else it depends on,
+so a sibling's headers are one `replace` and one `split` of it. Anything else returns None and the caller
+takes each format's own renderer, which a property test holds equal to this one.
 """
 
 from __future__ import annotations
@@ -40,19 +43,27 @@ _CODES: Final[dict[str, int | None]] = {
     "ottrace": _OTTRACE,
 }
 _NO_PARENT: Final = "0" * 16
+# The template's value separator and span id placeholder: control characters, which no value may hold (ids
+# are hex, tracestate and x-request-id are checked printable ASCII); a template is only kept when true.
+_SEP: Final = "\n"
+_SPAN: Final = "\x01"
+_NO_TEMPLATE: Final = (None, None, (), "")
 _FLAGS_HEX: Final = ("00", "01", "02", "03")  # the W3C flags byte for sampled and random, the bits passed on
 
 
 class PlainInjector:
     """Renders the configured `formats` (canonical names) plus `x-request-id` for plain contexts."""
 
-    __slots__ = ("_codes", "_last")
+    __slots__ = ("_codes", "_last", "_template")
 
     def __init__(self, formats: tuple[str, ...]) -> None:
         self._codes = tuple(code for name in formats if (code := _CODES[name]) is not None)
         # (span context, parent id, request id, pairs) of the last render; replaced whole, so threads that
         # race on it each see a consistent entry.
         self._last: tuple[SpanContext | None, int | None, str | None, Pairs] = (None, None, None, ())
+        # (what the render depends on but the span id and the trace state, the trace state, header names,
+        # values template): see the module doc. Replaced whole, as _last.
+        self._template: tuple[tuple[object, ...] | None, object, tuple[str, ...], str] = _NO_TEMPLATE
 
     def pairs(self, context: Context | None) -> Pairs | None:
         """Every (header, value) to send for `context`, or None when it is not plain."""
@@ -77,15 +88,30 @@ class PlainInjector:
         last = self._last
         if last[0] is sc and last[1] == parent_id and last[2] == request_id:
             return last[3]
-        pairs = self._render(sc, parent_id, request_id)
+        pairs = self._from_template(sc, parent_id, request_id)
         self._last = (sc, parent_id, request_id, pairs)
         return pairs
 
-    def _render(self, sc: SpanContext, parent_id: int | None, request_id: str | None) -> Pairs:
+    def _from_template(self, sc: SpanContext, parent_id: int | None, request_id: str | None) -> Pairs:
+        # The trace state by identity (a child shares its parent's): equal TraceStates may differ in order.
+        key = (sc.trace_id, sc.trace_flags, parent_id, request_id)
+        state = sc.trace_state
+        template = self._template
+        if template[1] is not state or template[0] != key:
+            pairs = self._render(sc, parent_id, request_id, _SPAN)
+            joined = _SEP.join(value for _, value in pairs)
+            # Each format writes the span id exactly once; any other control character would be a value's own.
+            if joined.count(_SEP) != len(pairs) - 1 or joined.count(_SPAN) != len(self._codes):
+                return self._render(sc, parent_id, request_id, "%016x" % sc.span_id)  # noqa: UP031
+            template = self._template = (key, state, tuple(name for name, _ in pairs), joined)
+        # printf-style: measurably cheaper than an f-string format spec on this path.
+        values = template[3].replace(_SPAN, "%016x" % sc.span_id).split(_SEP)  # noqa: UP031
+        return tuple(zip(template[2], values, strict=True))
+
+    def _render(self, sc: SpanContext, parent_id: int | None, request_id: str | None, span_hex: str) -> Pairs:
         trace_id = sc.trace_id
         # printf-style: measurably cheaper than an f-string format spec on this path.
         trace_hex = "%032x" % trace_id  # noqa: UP031
-        span_hex = "%016x" % sc.span_id  # noqa: UP031
         parent_hex = "%016x" % parent_id if parent_id else None  # noqa: UP031
         flags = sc.trace_flags
         sampled = flags & 0x01
