@@ -117,6 +117,22 @@ class LightSpan(_Span):
                 return
         logger.warning("Tried calling %s on an ended span.", "_add_link")
 
+    def add_plain_attribute(self, key: str, value: AttributeValue) -> bool:
+        """`set_attribute(key, value)` for a key the span does not have yet and a plain value, without the
+        SDK's validation and copy; False, having changed nothing, where that could differ from the SDK (not a
+        plain value or non-empty key, the key already set, the count limit reached, or the span ended)."""
+        if type(value) not in _PLAIN or type(key) is not str or not key:
+            return False
+        with self._lock:
+            attributes = self._attributes
+            raw = attributes._dict
+            maxlen = attributes.maxlen
+            if (self._end_time is not None or attributes._immutable or attributes.max_value_len is not None
+                    or key in raw or (maxlen is not None and len(raw) >= maxlen)):
+                return False
+            raw[key] = value
+            return True
+
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
             if self._start_time is None:
