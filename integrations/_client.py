@@ -5,28 +5,68 @@ suppresses instrumentation (the exporter's own calls, or an outer client layer â
 already tracing this call). Otherwise it starts a CLIENT span under the current context, injects every
 configured format (plus baggage and `x-request-id`, which ride in the context) with the global propagator,
 and attaches a context that holds the span and OpenTelemetry's suppress-HTTP key, so no layer below makes a
-second span. `_Call.done(status)` / `_Call.fail(exc)` detach and end it. Every step is guarded.
-"""
+second span and code below (hooks, adapters, transports) sees the span as current. `_Call.done(status)` /
+`_Call.fail(exc)` detach and end it. Every step is guarded.
 
+Per call, the usual case costs little: with meshtrace's MeshPropagator as the global one, the headers come
+from `MeshPropagator.headers_for` (rendered once per trace and parent, see propagation._plain_inject) and are
+written by the client library's own `write_headers` (requests: straight into its header store, when a probe
+at start-up shows that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime
+context, the context is read, attached and detached on its ContextVar directly (the same calls, without two
+wrapper frames each); the response status goes into a light span's attributes without the SDK's copy.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshtrace.integrations._base import Switch, log_failure
 from meshtrace.integrations._common import SUPPRESS_HTTP_KEY, TracerCache, host_and_port, is_suppressed
+from meshtrace.lightspan import LightSpan
+from meshtrace.propagation import MeshPropagator
 from meshtrace.spans import set_clean_attributes, start_span
 
-__all__ = ["ClientTracer", "begin_call", "send_wrapper", "split_url"]
+__all__ = ["ClientTracer", "WriteHeaders", "begin_call", "send_wrapper", "set_each", "split_url"]
 
 #: The context key OpenTelemetry keeps the current span under, learnt through the public API (it is private).
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 _ERROR = Status(StatusCode.ERROR)
+_STATUS_CODE = "http.response.status_code"
+
+# Writes (lowercase name, value) pairs into a client library's header mapping, replacing any spelling.
+WriteHeaders = Callable[[Any, tuple[tuple[str, str], ...]], None]
+
+
+def set_each(headers: MutableMapping[str, str], pairs: tuple[tuple[str, str], ...]) -> None:
+    """The public way: one `headers[name] = value` per header (what OpenTelemetry's default setter does)."""
+    for name, value in pairs:
+        headers[name] = value
+
+
+def _context_var() -> ContextVar[otel_context.Context] | None:
+    """The ContextVar behind OpenTelemetry's current context, when its default runtime context is in use.
+
+    get_current/attach/detach are then exactly `var.get()`/`var.set()`/`var.reset()`; any other runtime
+    context (OTEL_PYTHON_CONTEXT) is only reached through the API. Read per call: the runtime may be swapped.
+    """
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    if runtime is not _runtime:
+        return None
+    return _var
+
+
+_runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+_var: ContextVar[otel_context.Context] | None = (
+    getattr(_runtime, "_current_context", None) if type(_runtime) is ContextVarsRuntimeContext else None)
+if not isinstance(_var, ContextVar):  # pragma: no cover - depends on the installed API
+    _runtime = _var = None
 
 
 def split_url(url: str) -> tuple[str, str, str]:
@@ -45,31 +85,44 @@ def split_url(url: str) -> tuple[str, str, str]:
 
 
 class _Call:
-    __slots__ = ("_client", "span", "token")
+    __slots__ = ("_client", "_var", "span", "token")
 
-    def __init__(self, client: ClientTracer, span: trace.Span, token: object) -> None:
+    def __init__(self, client: ClientTracer, span: trace.Span, token: Any,
+                 var: ContextVar[otel_context.Context] | None) -> None:
         self._client = client
         self.span = span
         self.token = token
+        self._var = var
+
+    def _detach(self) -> None:
+        var = self._var
+        if var is None:
+            otel_context.detach(self.token)
+            return
+        try:
+            var.reset(self.token)
+        except Exception:  # another context's token (a generator resumed elsewhere): the API logs it
+            otel_context.detach(self.token)
 
     def done(self, status_code: int) -> None:
         try:
-            otel_context.detach(self.token)  # type: ignore[arg-type]
+            self._detach()
             span = self.span
-            if span.is_recording():
+            if status_code < 400 and type(span) is LightSpan and span.add_plain_attribute(_STATUS_CODE, status_code):
+                pass
+            elif span.is_recording():
                 if status_code >= 400:
-                    set_clean_attributes(span, {"http.response.status_code": status_code,
-                                                "error.type": str(status_code)})
+                    set_clean_attributes(span, {_STATUS_CODE: status_code, "error.type": str(status_code)})
                     span.set_status(_ERROR)
                 else:
-                    set_clean_attributes(span, {"http.response.status_code": status_code})
+                    set_clean_attributes(span, {_STATUS_CODE: status_code})
             span.end()
         except Exception:
             log_failure(f"{self._client.library}.response")
 
     def fail(self, exc: BaseException) -> None:
         try:
-            otel_context.detach(self.token)  # type: ignore[arg-type]
+            self._detach()
             span = self.span
             if span.is_recording():
                 span.record_exception(exc)
@@ -83,13 +136,15 @@ class _Call:
 class ClientTracer:
     """Makes the CLIENT spans of one HTTP client library."""
 
-    def __init__(self, library: str) -> None:
+    def __init__(self, library: str, write_headers: WriteHeaders = set_each) -> None:
         self.library = library
         self.tracer = TracerCache(f"meshtrace.integrations.{library}")
+        self.write_headers = write_headers
 
     def start(self, method: str, url: str, headers: MutableMapping[str, Any],
               authority: str | None = None, scheme: str | None = None) -> _Call | None:
-        current = otel_context.get_current()
+        var = _context_var()
+        current = otel_context.get_current() if var is None else var.get()
         if is_suppressed(current):
             return None
         url_scheme, url_authority, full = split_url(url)
@@ -106,8 +161,12 @@ class ClientTracer:
         span = start_span(self.tracer.get(), method, current, SpanKind.CLIENT, attributes)
         # set_span_in_context + set_value(SUPPRESS_HTTP_KEY) in one copy of the context instead of four.
         inner = otel_context.Context({**current, _SPAN_KEY: span, SUPPRESS_HTTP_KEY: True})
-        propagate.inject(headers, inner)
-        return _Call(self, span, otel_context.attach(inner))
+        textmap = propagate.get_global_textmap()
+        if type(textmap) is MeshPropagator:
+            self.write_headers(headers, textmap.headers_for(inner))
+        else:
+            textmap.inject(headers, inner)
+        return _Call(self, span, otel_context.attach(inner) if var is None else var.set(inner), var)
 
 
 # (method, url, headers to inject into) of a client library's request object.
