@@ -33,6 +33,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
 from meshtrace.exporters.encoded import EncodedSpan
+from meshtrace.exporters.encoded import varint as _varint
 
 __all__ = ["encode_spans"]
 
@@ -65,18 +66,6 @@ _CACHED_KEYS_MAX = 256
 _CACHED_VALUES_MAX = 64
 _CACHED_FIELD_MAX = 256
 _field_caches: dict[bytes, dict[str, dict[Any, tuple[type, bytes]]]] = {}
-
-
-def _varint(value: int) -> bytes:
-    """An unsigned varint (`value` in 0 .. 2**64-1)."""
-    if value < 0x80:
-        return _SMALL[value]
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
