@@ -297,3 +297,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def propagator_headers(propagator: TextMapPropagator, span: Any, context: Any) -> list[tuple[bytes, bytes]]:
+    """What `propagator.inject` writes for `span`, as the hop tracer's `inject` must write it: lower-case byte
+    pairs, without `x-request-id` and baggage (the proxy passes those through instead of injecting them)."""
+    from opentelemetry import trace
+
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier, context=trace.set_span_in_context(span, context))
+    return [(name.lower().encode(), value.encode()) for name, value in carrier.items()
+            if name.lower() not in ("x-request-id", "baggage")
+            and not name.lower().startswith(("uberctx-", "ot-baggage-"))]
