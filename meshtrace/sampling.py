@@ -199,6 +199,10 @@ def known_decision(sampler: object, parent_context: Context | None, parent: Span
             inner = known._local_parent_sampled if parent.trace_flags.sampled else known._local_parent_not_sampled
         return known_decision(inner, parent_context, parent, trace_id)
     if kind is HintedSampler:
+        if parent_context is not None and not parent_context:
+            # An empty context (a request without trace headers) holds no hint, no debug flag and no parent, so
+            # the delegate decides as for a root: skip two context look-ups on the commonest request at the edge.
+            return known_decision(known.delegate, parent_context, parent, trace_id)
         hint = get_sampling_hint(parent_context)
         if hint is True or is_debug(parent_context):
             return _SAMPLE, None if parent is None else parent.trace_state
