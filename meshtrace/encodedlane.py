@@ -38,7 +38,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
-from meshtrace.sampling import is_attribute_blind, known_decision
+from meshtrace.sampling import is_attribute_blind, known_decision, trace_id_for
 
 try:  # private, and only in recent SDKs (older ones have no per-span metrics hook to honour)
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
@@ -107,13 +107,7 @@ class EncodedLane:
         # An empty context (a request without trace headers, most of them at the edge) holds no parent.
         parent: SpanContext | None = _get_current_span(context).get_span_context() if context else None
         ids = self.ids
-        if parent is None or not parent.is_valid:
-            parent = None
-            trace_id = ids.generate_trace_id()
-            random_trace_id = ids.is_trace_id_random()
-        else:
-            trace_id = parent.trace_id
-            random_trace_id = parent.trace_flags.random_trace_id
+        parent, trace_id, random_trace_id = trace_id_for(ids, parent)
         known = known_decision(self.sampler, context, parent, trace_id)
         if known is None:
             return None

@@ -54,7 +54,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
-from meshtrace.sampling import is_attribute_blind, known_decision
+from meshtrace.sampling import is_attribute_blind, known_decision, trace_id_for
 
 try:  # private, and only in recent SDKs (pyproject allows older ones: their tracers simply take the SDK path)
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
@@ -291,13 +291,7 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
     if parent is not None and not isinstance(parent, SpanContext):
         raise TypeError("parent_span_context must be a SpanContext or None.")
     ids = sdk.id_generator
-    if parent is None or not parent.is_valid:
-        parent = None
-        trace_id = ids.generate_trace_id()
-        random_trace_id = ids.is_trace_id_random()
-    else:
-        trace_id = parent.trace_id
-        random_trace_id = parent.trace_flags.random_trace_id
+    parent, trace_id, random_trace_id = trace_id_for(ids, parent)
     known = known_decision(plan.sampler, context, parent, trace_id)
     from_sampler: Mapping[str, Any]
     if known is None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -44,7 +45,8 @@ from opentelemetry.util.types import Attributes
 
 from meshtrace.propagation._context import get_sampling_hint, is_debug, is_sampling_deferred
 
-__all__ = ["HintedSampler", "build_sampler", "declare_attribute_blind", "is_attribute_blind", "known_decision"]
+__all__ = ["HintedSampler", "build_sampler", "declare_attribute_blind", "is_attribute_blind", "known_decision",
+           "trace_id_for"]
 
 
 def build_sampler(name: str, ratio: float = 1.0) -> Sampler:
@@ -170,6 +172,14 @@ def is_attribute_blind(sampler: object, _depth: int = 0) -> bool:
 
 _SAMPLE = Decision.RECORD_AND_SAMPLE
 _DROP = Decision.DROP
+
+
+def trace_id_for(ids: IdGenerator, parent: SpanContext | None) -> tuple[SpanContext | None, int, bool]:
+    """(the parent, None when it is not valid; the trace id; whether that id is random) as the SDK's start_span
+    picks them before it asks the sampler: a new id from `ids` for a root, else the parent's."""
+    if parent is None or not parent.is_valid:
+        return None, ids.generate_trace_id(), ids.is_trace_id_random()
+    return parent, parent.trace_id, parent.trace_flags.random_trace_id
 
 
 def known_decision(sampler: object, parent_context: Context | None, parent: SpanContext | None,
