@@ -35,11 +35,25 @@ from meshtrace.exporters.encoded import (
 
 from .hop import Hop
 
-__all__ = ["HopSpan", "HopWire"]
+__all__ = ["HopSpan", "HopWire", "hop_error", "protocol_version"]
 
 _T = TypeVar("_T")
 _REQUEST_ID = attribute_key("guid:x-request-id")
 _UNSET = status_field(StatusCode.UNSET)
+
+
+def protocol_version(protocol: str) -> str:
+    """`network.protocol.version` of a hop's protocol: "HTTP/1.1" -> "1.1"; "tcp" stays."""
+    return protocol[5:] if protocol.startswith("HTTP/") else protocol
+
+
+def hop_error(status: int, flags: str, inbound: bool) -> tuple[str, str | None] | None:
+    """(`error.type`, the status description) when a hop span is an error, else None: no response or a 5xx,
+    and a 4xx too on the client side (OTel HTTP conventions). Both span paths (the SDK one in tracing.py and
+    this module's) take the rule from here."""
+    if status >= 500 or status == 0 or (not inbound and status >= 400):
+        return (str(status) if status else (flags or "no_response")), (flags if flags != "-" else None)
+    return None
 
 
 class HopSpan(NonRecordingSpan):
@@ -164,13 +178,15 @@ class HopWire:
         parts = [_field("upstream_cluster", hop.upstream_cluster), _field("upstream_address", hop.upstream_address),
                  _field("http.status_code", status), _field("response_flags", flags),
                  _field("http.request.method", hop.method),
-                 _field("network.protocol.version", protocol[5:] if protocol.startswith("HTTP/") else protocol),
+                 _field("network.protocol.version", protocol_version(protocol)),
                  _field("server.address", host)]
         if port is not None:
             parts.append(_field("server.port", port))
         if status:
             parts.append(_field("http.response.status_code", status))
-        if status >= 500 or status == 0 or (not self.inbound and status >= 400):
-            error = _field("error", True) + _field("error.type", str(status) if status else (flags or "no_response"))
-            return b"".join(parts), error, status_field(StatusCode.ERROR, flags if flags != "-" else None)
+        error = hop_error(status, flags, self.inbound)
+        if error is not None:
+            error_type, description = error
+            return (b"".join(parts), _field("error", True) + _field("error.type", error_type),
+                    status_field(StatusCode.ERROR, description))
         return b"".join(parts), b"", _UNSET

@@ -42,7 +42,7 @@ from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start
 
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
-from .hop_wire import HopSpan, HopWire
+from .hop_wire import HopSpan, HopWire, hop_error, protocol_version
 
 __all__ = ["FORCE_TRACE_HEADERS", "HopTracer", "ProxySampler", "span_name"]
 
@@ -290,7 +290,7 @@ class HopTracer:
         attributes["http.status_code"] = status
         attributes["response_flags"] = flags
         attributes["http.request.method"] = method
-        attributes["network.protocol.version"] = protocol[5:] if protocol.startswith("HTTP/") else protocol
+        attributes["network.protocol.version"] = protocol_version(protocol)
         attributes["server.address"] = host
         if port is not None:
             attributes["server.port"] = port
@@ -307,10 +307,11 @@ class HopTracer:
                 attributes["user_agent.original"] = hop.user_agent
         else:
             attributes["url.full"] = url
-        if status >= 500 or status == 0 or (not self.inbound and status >= 400):
+        error = hop_error(status, flags, self.inbound)
+        if error is not None:
             attributes["error"] = True
-            attributes["error.type"] = str(status) if status else (flags or "no_response")
-            return True, flags if flags != "-" else None
+            attributes["error.type"] = error[0]
+            return True, error[1]
         return False, None
 
     @staticmethod
