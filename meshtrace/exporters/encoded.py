@@ -45,7 +45,7 @@ _STATUS_UNSET = b"\x7a\x00"
 # SpanContext is a tuple (trace id, span id, remote, flags, trace state, valid): unpacked in one step when so.
 _TUPLE_CONTEXT = tuple(SpanContext(1, 2, True, TraceFlags(1), TraceState([("k", "v")]))) == (
     1, 2, True, TraceFlags(1), TraceState([("k", "v")]), True)
-_KEYS_MAX = 1024
+_KEYS_MAX = 4096
 _keys: dict[str, bytes] = {}
 
 

@@ -30,9 +30,9 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind
 
-from meshtrace.exporters.encoded import EncodedSpan
+from meshtrace.exporters.encoded import EncodedSpan, kind_field, status_field
+from meshtrace.exporters.encoded import attribute_key as _key
 from meshtrace.exporters.encoded import varint as _varint
 
 __all__ = ["encode_spans"]
@@ -50,12 +50,8 @@ _UINT64 = (1 << 64) - 1
 # Span.flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (0x100), plus SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK (0x200).
 _FLAGS_LOCAL = _pack_fixed32(0x100)
 _FLAGS_REMOTE = _pack_fixed32(0x300)
-# Span.kind is SpanKind.value + 1 (0 is SPAN_KIND_UNSPECIFIED in the proto).
-_KIND = {kind: b"\x30" + _SMALL[kind.value + 1] for kind in SpanKind}
 _MISSING = object()
 _TRUE, _FALSE = b"\x10\x01", b"\x10\x00"
-_KEY_CACHE_MAX = 4096
-_key_cache: dict[str, bytes] = {}
 _resource_cache: dict[int, tuple[Resource, bytes]] = {}
 _scope_cache: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 # Whole attribute fields by container tag, key and value: most of a hop span's tags repeat from span to span.
@@ -72,16 +68,6 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: `tag`, the varint length, `payload`."""
     size = len(payload)
     return tag + (_SMALL[size] if size < 0x80 else _varint(size)) + payload
-
-
-def _key(key: str) -> bytes:
-    """KeyValue.key (field 1), cached per key string."""
-    encoded = _key_cache.get(key)
-    if encoded is None:
-        encoded = _field(b"\x0a", key.encode("utf-8")) if key else b""
-        if len(_key_cache) < _KEY_CACHE_MAX:
-            _key_cache[key] = encoded
-    return encoded
 
 
 def _any_value(value: Any) -> bytes:
@@ -141,9 +127,7 @@ def _attributes(tag: bytes, attributes: Any, parts: list[bytes]) -> None:
             except Exception as error:
                 _logger.exception("Failed to encode key %s: %s", key, error)
                 continue
-        keyed = _key_cache.get(key)
-        if keyed is None:
-            keyed = _key(key)
+        keyed = _key(key)
         size = len(body)
         kv = keyed + b"\x12" + (_SMALL[size] if size < 0x80 else _varint(size)) + body
         size = len(kv)
@@ -196,15 +180,7 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
 
 def _status(span: ReadableSpan) -> bytes:
     status = span.status
-    if status is None:
-        return b""
-    body = b""
-    if status.description:
-        body = _field(b"\x12", status.description.encode("utf-8"))
-    code = status.status_code.value
-    if code:
-        body += b"\x18" + _varint(code)
-    return _field(b"\x7a", body)
+    return b"" if status is None else status_field(status.status_code, status.description)
 
 
 def _events(span: ReadableSpan, parts: list[bytes]) -> None:
@@ -245,7 +221,7 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     if span.name:
         parts.append(_field(b"\x2a", span.name.encode("utf-8")))
-    parts.append(_KIND[span.kind])
+    parts.append(kind_field(span.kind))
     if span.start_time:
         parts.append(b"\x39" + _pack_fixed64(span.start_time))
     if span.end_time:
