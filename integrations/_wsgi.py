@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from meshtrace.integrations._base import Switch, log_failure
 from meshtrace.integrations._common import TracerCache, host_and_port, is_suppressed
 from meshtrace.propagation import CaseInsensitiveGetter, MeshPropagator
-from meshtrace.propagation.environ import environ_headers
+from meshtrace.propagation.environ import environ_headers, environ_key
 from meshtrace.spans import set_clean_attributes, start_span
 
 __all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse", "extract_parent", "wsgi_wrapper"]
@@ -52,7 +52,7 @@ class EnvironGetter(Getter[Mapping[str, Any]]):
     def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
         name = self._names.get(key)
         if name is None:
-            name = "HTTP_" + key.upper().replace("-", "_")
+            name = environ_key(key)
             if len(self._names) < 512:
                 self._names[key] = name
         value = carrier.get(name)
@@ -190,15 +190,6 @@ def record_exception(environ: Mapping[str, Any], exc: BaseException) -> None:
 _CASE_GETTER = CaseInsensitiveGetter()
 
 
-def request_headers(environ: Mapping[str, Any]) -> dict[str, str]:
-    """The request's headers by lowercase name, read from the environ in one pass (string values only).
-
-    A propagator meshtrace does not know is handed this small plain dict, read with a case-insensitive
-    getter, rather than asked to go through EnvironGetter name by name.
-    """
-    return environ_headers(environ)
-
-
 class _Fields:
     """A propagator's `fields` as environ keys (`x-b3-traceid` -> `HTTP_X_B3_TRACEID`), computed once."""
 
@@ -206,7 +197,7 @@ class _Fields:
 
     def __init__(self, textmap: object, fields: Iterable[str]) -> None:
         self.textmap = textmap
-        self.keys = frozenset("HTTP_" + name.upper().replace("-", "_") for name in fields)
+        self.keys = frozenset(environ_key(name) for name in fields)
 
 
 _fields_cache: list[_Fields] = []
@@ -252,7 +243,9 @@ def extract_parent(textmap: Any, environ: Mapping[str, Any], current: otel_conte
     fields = _fields_of(textmap)
     if fields is not None and not fields.keys.intersection(environ) and not _has_prefixed_baggage(environ):
         return current
-    return textmap.extract(request_headers(environ), current, _CASE_GETTER)  # type: ignore[no-any-return]
+    # A propagator meshtrace does not know gets a small plain dict of the headers, read case-insensitively,
+    # rather than the environ through EnvironGetter name by name.
+    return textmap.extract(environ_headers(environ), current, _CASE_GETTER)  # type: ignore[no-any-return]
 
 
 class ServerTracer:

@@ -30,20 +30,21 @@ from meshtrace.propagation._common import _FLAGS, _REMOTE_PARENT, _SPAN_KEY
 from meshtrace.propagation._context import DEFERRED_KEY, REQUEST_ID_KEY
 from meshtrace.propagation._plain_extract import _B3MULTI, _GENERAL, _NONE, NAMES, _plan, extract_plain
 
-__all__ = ["environ_headers", "extract_from_environ"]
+__all__ = ["environ_headers", "environ_key", "extract_from_environ"]
 
 
-def _environ_key(name: str) -> str:
+def environ_key(name: str) -> str:
+    """The WSGI environ key of the header `name` (`X-B3-TraceId` -> `HTTP_X_B3_TRACEID`)."""
     return "HTTP_" + name.upper().replace("-", "_")
 
 
 #: environ key -> the lowercase header name, for every fixed name a format reads.
-_NAME_OF: Final[dict[str, str]] = {_environ_key(name): name for name in NAMES}
+_NAME_OF: Final[dict[str, str]] = {environ_key(name): name for name in NAMES}
 _KEYS: Final = frozenset(_NAME_OF)
 _BAGGAGE_MARKS: Final = ("\nHTTP_UBERCTX_", "\nHTTP_OT_BAGGAGE_")
-_TRACE_ID, _SPAN_ID, _SAMPLED = _environ_key(b3.TRACE_ID), _environ_key(b3.SPAN_ID), _environ_key(b3.SAMPLED)
-_PARENT_SPAN_ID, _REQUEST_ID = _environ_key(b3.PARENT_SPAN_ID), _environ_key(requestid.HEADER)
-_DEBUG = _environ_key(b3.FLAGS)
+_TRACE_ID, _SPAN_ID, _SAMPLED = environ_key(b3.TRACE_ID), environ_key(b3.SPAN_ID), environ_key(b3.SAMPLED)
+_PARENT_SPAN_ID, _REQUEST_ID = environ_key(b3.PARENT_SPAN_ID), environ_key(requestid.HEADER)
+_DEBUG = environ_key(b3.FLAGS)
 #: A B3 trace id and span id joined by a newline (which no hex id contains, so the split is unambiguous).
 _IDS: Final = re.compile(r"(?:[0-9a-f]{32}|[0-9a-f]{16})\n[0-9a-f]{16}")
 #: The exact `X-B3-Sampled` values read here, and the flags each means (a legacy `true` takes the plain path).
@@ -154,7 +155,7 @@ def _header_name(key: str) -> str | None:
         return None
     name = key[5:].lower().replace("_", "-")
     # Only the exact inverse of the `HTTP_` + upper-case mapping, so the snapshot holds what a getter finds.
-    return name if _environ_key(name) == key else None
+    return name if environ_key(name) == key else None
 
 
 def environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:

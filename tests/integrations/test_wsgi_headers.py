@@ -10,8 +10,9 @@ from opentelemetry import trace
 from opentelemetry.context import Context, set_value
 from opentelemetry.propagators.textmap import TextMapPropagator, default_getter, default_setter
 
-from meshtrace.integrations._wsgi import ENVIRON_GETTER, extract_parent, request_headers
+from meshtrace.integrations._wsgi import ENVIRON_GETTER, extract_parent
 from meshtrace.propagation import MeshPropagator
+from meshtrace.propagation.environ import environ_headers
 
 _KEYS = st.sampled_from([
     "HTTP_TRACEPARENT", "HTTP_B3", "HTTP_X_B3_TRACEID", "HTTP_X_B3_SPANID", "HTTP_X_B3_SAMPLED", "HTTP_UBER_TRACE_ID",
@@ -76,4 +77,4 @@ def test_no_trace_header_means_no_extraction_at_all() -> None:
 
 def test_snapshot_keeps_only_header_strings_under_their_header_names() -> None:
     environ = {"HTTP_X_B3_TRACEID": "abc", "HTTP_HOST": "h", "HTTP_x_odd": "no", "PATH_INFO": "/", "HTTP_RAW": b"b"}
-    assert request_headers(environ) == {"x-b3-traceid": "abc", "host": "h"}
+    assert environ_headers(environ) == {"x-b3-traceid": "abc", "host": "h"}
