@@ -6,6 +6,9 @@ with `--peer`) is both a tiny keep-alive upstream and a client sending one reque
 connection, so the sidecar's event loop does exactly one request's work per round trip on loopback sockets. It
 prints the sidecar's CPU microseconds per request without tracing and with tracing (100% sampled, spans dropped
 by a no-op exporter), and their ratio; user and system time of the whole process, the best of 3 runs each.
+`--export otlp` exports the traced run's spans as the sidecar does (OTLP over HTTP to a sink in the helper
+process that accepts and discards): the hop spans then take the encoded lane, and the span exporter thread's
+work (batching, encoding, the POSTs) is counted with the event loop's.
 `--callgrind` runs the same under `valgrind --tool=callgrind` (500 and 2500 requests) and prints the difference per
 request in instructions: deterministic to a few percent on a busy machine where wall-clock numbers are not (the
 helper process is not counted).
@@ -25,6 +28,8 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 08:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 24\r\nConnection: keep-alive\r\n\r\n"
@@ -51,13 +56,32 @@ def _accept(listener: socket.socket) -> None:
         threading.Thread(target=_serve, args=(conn,), daemon=True).start()
 
 
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that accepts every export and discards it."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def peer() -> int:
-    """Print the upstream's port; read `proxy_port count`; send `count` requests in turn; print `done`."""
+    """Print the upstream's and the OTLP sink's ports; read `proxy_port count`; send `count` requests in turn;
+    print `done`."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     threading.Thread(target=_accept, args=(listener,), daemon=True).start()
-    print(listener.getsockname()[1], flush=True)
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    print(listener.getsockname()[1], sink.server_address[1], flush=True)
     port, count = map(int, sys.stdin.readline().split())
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port
     with socket.create_connection(("127.0.0.1", port)) as client:
@@ -76,7 +100,7 @@ def peer() -> int:
 
 
 # -- the sidecar process -----------------------------------------------------------------------------------------------
-async def _run_sidecar(count: int, traced: bool) -> float:
+async def _run_sidecar(count: int, traced: bool, export: str) -> float:
     from meshtrace.proxy.config import load_config
     from meshtrace.proxy.metrics import IstioMetrics
     from meshtrace.proxy.server import Sidecar, _tracing
@@ -86,10 +110,14 @@ async def _run_sidecar(count: int, traced: bool) -> float:
     assert helper.stdin is not None
     assert helper.stdout is not None
     stdout = helper.stdout
-    upstream = f"127.0.0.1:{int(stdout.readline())}"
+    upstream_port, sink_port = map(int, stdout.readline().split())
+    upstream = f"127.0.0.1:{upstream_port}"
     settings = {"listen": "127.0.0.1:0", "upstream": upstream, "access_log": "", "tracing": traced,
                 "service": "bench"}
-    os.environ["MESHTRACE_EXPORTER"] = "none"       # spans are made and ended, then dropped
+    if export == "otlp":
+        os.environ.update({"MESHTRACE_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"})
+    else:
+        os.environ["MESHTRACE_EXPORTER"] = "none"   # spans are made and ended, then dropped
     tracer, propagator = _tracing(load_config(settings))
     metrics = IstioMetrics()
     sidecar = Sidecar(load_config(settings), tracer=tracer, propagator=propagator, observers=[metrics],
@@ -112,21 +140,22 @@ async def _run_sidecar(count: int, traced: bool) -> float:
     return cpu
 
 
-def sidecar(count: int, traced: bool) -> float:
+def sidecar(count: int, traced: bool, export: str) -> float:
     import uvloop
 
-    return uvloop.run(_run_sidecar(count, traced))
+    return uvloop.run(_run_sidecar(count, traced, export))
 
 
-def _cpu_seconds(count: int, traced: bool) -> float:
-    """One run in a fresh process (tracing is configured once per process), its event loop's CPU seconds."""
-    command = [sys.executable, __file__, "--sidecar", str(count), *(["--traced"] if traced else [])]
+def _cpu_seconds(count: int, traced: bool, export: str) -> float:
+    """One run in a fresh process (tracing is configured once per process), its CPU seconds."""
+    command = [sys.executable, __file__, "--sidecar", str(count), "--export", export,
+               *(["--traced"] if traced else [])]
     return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
-def _instructions(count: int, traced: bool) -> int:
+def _instructions(count: int, traced: bool, export: str) -> int:
     command = ["valgrind", "--tool=callgrind", "--dump-instr=no", "--callgrind-out-file=/dev/null", sys.executable,
-               __file__, "--sidecar", str(count), *(["--traced"] if traced else [])]
+               __file__, "--sidecar", str(count), "--export", export, *(["--traced"] if traced else [])]
     out = subprocess.run(command, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "0"}).stderr
     match = re.search(r"Collected : (\d+)", out)
@@ -139,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=5000, help="requests per timed run")
     parser.add_argument("--callgrind", action="store_true", help="instructions per request (needs valgrind)")
+    parser.add_argument("--export", choices=("none", "otlp"), default="none",
+                        help="none: traced spans are dropped; otlp: exported to a sink, as the sidecar does")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sidecar", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
@@ -146,24 +177,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.peer:
         return peer()
     if args.sidecar is not None:
-        print(sidecar(args.sidecar, args.traced))
-        return 0
+        print(sidecar(args.sidecar, args.traced, args.export), flush=True)
+        # Spans still queued are not flushed at exit: the sink has gone with the helper process.
+        os._exit(0)
     results: dict[bool, float] = {}
     if args.callgrind:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed")
         for traced in (False, True):
-            small, large = _instructions(500, traced), _instructions(2500, traced)
+            small, large = _instructions(500, traced, args.export), _instructions(2500, traced, args.export)
             results[traced] = (large - small) / 2000
         unit = "instructions per request"
     else:
         for traced in (False, True):
             # The clock starts once the sidecar listens: start-up is not counted; the best of 3 runs is the one
             # least disturbed by whatever else the machine is doing.
-            results[traced] = min(_cpu_seconds(args.requests, traced) for _ in range(3)) / args.requests * 1e6
+            results[traced] = min(_cpu_seconds(args.requests, traced, args.export)
+                                  for _ in range(3)) / args.requests * 1e6
         unit = "CPU us per request"
     print(f"sidecar in-process, no tracing: {results[False]:,.1f} {unit}")
-    print(f"sidecar in-process, 100% traced: {results[True]:,.1f} {unit}")
+    print(f"sidecar in-process, 100% traced (export: {args.export}): {results[True]:,.1f} {unit}")
     print(f"traced/untraced ratio: {results[True] / results[False]:.2f}")
     return 0
 
