@@ -1,21 +1,35 @@
 """Benchmark (a script, not a test): what meshtrace's instrumentation adds per request, next to OpenTelemetry's.
 
-    python tests/bench/bench_library.py [--requests N] [--rounds R] [--profile]
+    python tests/bench/bench_library.py [--chunk-requests N] [--rounds R] [--profile]
 
 In one process and one run: a bare Flask request (a direct WSGI call, body read and closed as a server
 would), the same app with meshtrace, the same with opentelemetry-instrumentation-flask; then an outbound
 `requests` call over a mocked connection (everything above urllib3's socket work runs), bare, with
 meshtrace, with opentelemetry-instrumentation-requests. Every variant exports through the SDK's batch
 processor to a no-op exporter and uses the same global propagator (meshtrace's, every header format).
-Rounds are interleaved and the best round of each variant is kept, which filters out machine noise.
+
+How the added cost is estimated (the same way for every case and variant). A round times one short chunk of
+each of the three variants back to back, in an order rotated every round, each chunk after a full garbage
+collection (so no variant pays for another's garbage, nor the batch processor's backlog at a chunk's start).
+A variant's added cost in a round is its chunk's us/request minus the bare chunk's of the same round: the
+machine's slow drift (other processes on shared cores; a bare `requests` call itself swings by +-10%, as a
+Session re-reads the environment and ~/.netrc every call) moves all three chunks of a round together and
+cancels out of the paired difference. The figure reported is the median of those per-round differences over
+many rounds, which a few rounds hit by a burst of noise cannot move; the spread (25th-75th percentile) of the
+per-round figures is printed beside it, so a reader sees how far to trust the ratio. The best-round estimator
+used before took each variant's minimum in different rounds, so bare's lucky round and the traced variants'
+lucky rounds were unrelated, and the difference of two minima swung with whichever variant got luckiest.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
+import math
 import pstats
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -98,31 +112,77 @@ def requests_caller() -> Callable[[], None]:
     return call
 
 
-def best_us(call: Callable[[], None], count: int) -> float:
+def us_per_call(call: Callable[[], None], count: int) -> float:
+    gc.collect()
     start = time.perf_counter()
     for _ in range(count):
         call()
     return (time.perf_counter() - start) / count * 1e6
 
 
+# What turns a variant on and off around its chunk (instrumentation patches classes, so one at a time), and
+# the call it times.
+Variant = tuple[Callable[[], None], Callable[[], None], Callable[[], None]]
+
+
+def _idle() -> None:
+    return None
+
+
+def interleaved(variants: dict[str, Variant], count: int, rounds: int, warmup: int = 3) -> dict[str, list[float]]:
+    """us/request of each variant's chunk of `count` calls, per round; see the module doc."""
+    names = list(variants)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(warmup + rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            on, off, call = variants[name]
+            on()
+            try:
+                figure = us_per_call(call, count)
+            finally:
+                off()
+            if index >= warmup:
+                results[name].append(figure)
+    return results
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
 def report(title: str, results: dict[str, list[float]]) -> tuple[float, float]:
-    best = {name: min(values) for name, values in results.items()}
-    mesh_added = best["meshtrace"] - best["bare"]
-    otel_added = best["opentelemetry"] - best["bare"]
+    """Print the medians of the per-round figures and their spread; returns (meshtrace, OTel) added us."""
+    bare = results["bare"]
+    added = {name: [value - base for value, base in zip(results[name], bare, strict=True)]
+             for name in ("meshtrace", "opentelemetry")}
+    ratios = [mesh / otel for mesh, otel in zip(added["meshtrace"], added["opentelemetry"], strict=True)
+              if otel > 0]
+    mesh_added, otel_added = statistics.median(added["meshtrace"]), statistics.median(added["opentelemetry"])
     print(f"\n{title}")
-    print(f"  bare           {best['bare']:8.1f} us/request")
-    print(f"  meshtrace      {best['meshtrace']:8.1f} us/request  (+{mesh_added:.1f} us)")
-    print(f"  opentelemetry  {best['opentelemetry']:8.1f} us/request  (+{otel_added:.1f} us)")
-    print(f"  ratio meshtrace/opentelemetry added cost: {mesh_added / otel_added:.2f}")
+    print(f"  ({len(bare)} interleaved rounds; median per round, [25th-75th percentile])")
+    q1, median, q3 = quartiles(bare)
+    print(f"  bare           {median:8.1f} us/request  [{q1:.1f}-{q3:.1f}]")
+    for name in ("meshtrace", "opentelemetry"):
+        q1, median, q3 = quartiles(added[name])
+        print(f"  {name:<14} {statistics.median(results[name]):8.1f} us/request  (+{median:.1f} us added,"
+              f" [{q1:.1f}-{q3:.1f}])")
+    low, mid, high = quartiles(ratios) if len(ratios) >= 2 else (math.nan,) * 3
+    print(f"  ratio meshtrace/opentelemetry added cost: {mesh_added / otel_added:.2f}"
+          f"  (per-round ratios: median {mid:.2f} [{low:.2f}-{high:.2f}])")
     return mesh_added, otel_added
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=100000,
+                        help="Flask requests per variant in all (outbound: a quarter of it), split over the rounds")
+    parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--profile", action="store_true", help="profile the meshtrace Flask variant")
     options = parser.parse_args(argv)
+    flask_chunk = max(1, options.requests // options.rounds)
+    outbound_chunk = max(1, options.requests // 4 // options.rounds)
 
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
@@ -136,44 +196,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     bare_app, mesh_app, otel_app = make_app("bare"), make_app("mesh"), make_app("otel")
     mt_flask.instrument_app(mesh_app, tracer_provider=provider)
     FlaskInstrumentor().instrument_app(otel_app, tracer_provider=provider)  # type: ignore[no-untyped-call]
-    flask_calls = {"bare": wsgi_caller(bare_app), "meshtrace": wsgi_caller(mesh_app),
-                   "opentelemetry": wsgi_caller(otel_app)}
-    for call in flask_calls.values():
-        for _ in range(2000):
-            call()  # warm caches
-    flask_results: dict[str, list[float]] = {name: [] for name in flask_calls}
-    for _ in range(options.rounds):
-        for name, call in flask_calls.items():
-            flask_results[name].append(best_us(call, options.requests))
-    report("Flask request entering the mesh (no trace headers; direct WSGI call, route /users/<int:uid>)",
-           flask_results)
-    flask_calls = {"bare": wsgi_caller(bare_app, MESH_HEADERS), "meshtrace": wsgi_caller(mesh_app, MESH_HEADERS),
-                   "opentelemetry": wsgi_caller(otel_app, MESH_HEADERS)}
-    flask_results = {name: [] for name in flask_calls}
-    for _ in range(options.rounds):
-        for name, call in flask_calls.items():
-            flask_results[name].append(best_us(call, options.requests))
-    report("Flask request inside the mesh (B3 headers + x-request-id, as Istio sends them)", flask_results)
+    for title, headers in (
+        ("Flask request entering the mesh (no trace headers; direct WSGI call, route /users/<int:uid>)", None),
+        ("Flask request inside the mesh (B3 headers + x-request-id, as Istio sends them)", MESH_HEADERS),
+    ):
+        apps = {"bare": bare_app, "meshtrace": mesh_app, "opentelemetry": otel_app}
+        flask_variants = {name: (_idle, _idle, wsgi_caller(app, headers)) for name, app in apps.items()}
+        report(title, interleaved(flask_variants, flask_chunk, options.rounds))
 
     outbound = requests_caller()
-    instrumenters: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
-        "bare": (lambda: None, lambda: None),
-        "meshtrace": (lambda: mt_requests.instrument(tracer_provider=provider), mt_requests.uninstrument),
+    requests_variants: dict[str, Variant] = {
+        "bare": (_idle, _idle, outbound),
+        "meshtrace": (lambda: mt_requests.instrument(tracer_provider=provider), mt_requests.uninstrument, outbound),
         "opentelemetry": (lambda: RequestsInstrumentor().instrument(tracer_provider=provider),
-                          lambda: RequestsInstrumentor().uninstrument()),
+                          lambda: RequestsInstrumentor().uninstrument(), outbound),
     }
-    requests_results: dict[str, list[float]] = {name: [] for name in instrumenters}
     tracer = provider.get_tracer("bench")
-    for _ in range(options.rounds):
-        for name, (on, off) in instrumenters.items():
-            on()
-            try:
-                with tracer.start_as_current_span("parent"):  # outbound calls are made while serving
-                    for _ in range(500):
-                        outbound()
-                    requests_results[name].append(best_us(outbound, options.requests // 4))
-            finally:
-                off()
+    with tracer.start_as_current_span("parent"):  # outbound calls are made while serving
+        requests_results = interleaved(requests_variants, outbound_chunk, options.rounds)
     report("Outbound requests call (mocked connection, under an active span)", requests_results)
 
     if options.profile:
