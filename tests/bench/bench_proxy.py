@@ -1,11 +1,20 @@
 """Sidecar benchmark (a script, not a test): direct vs nginx vs haproxy vs meshtrace in front of one nginx.
 
-Run: `.venv/bin/python tests/bench/bench_proxy.py [--duration 10]` (needs nginx, haproxy and wrk on PATH:
-`make bench-deps`). Everything binds 127.0.0.1 on free ports and runs from a temporary directory; every process
-started here is stopped at the end. For each path it reports requests/s at saturation (wrk, 1 thread,
-50 connections), p50/p99 latency at a fixed ~1000 req/s (wrk with a Lua `delay()` pacing 20 connections at
-one request per 20 ms each, randomised), CPU seconds per 1000 requests of the proxy's processes (and of their main
-threads alone: for the sidecar the event loop, the rest being the span exporter's thread) and their peak RSS.
+Run: `.venv/bin/python tests/bench/bench_proxy.py [--duration 10] [--paced-runs 3] [--realtime]` (needs nginx,
+haproxy and wrk on PATH: `make bench-deps`). Everything binds 127.0.0.1 on free ports and runs from a temporary
+directory; every process started here is stopped at the end. For each path it reports requests/s at saturation
+(wrk, 1 thread, 50 connections), p50/p99 latency at a fixed ~1000 req/s (wrk with a Lua `delay()` pacing 20
+connections at one request per 20 ms each, randomised), CPU seconds per 1000 requests of the proxy's processes (and
+of their main threads alone: for the sidecar the event loop, the rest being the span exporter's thread) and their
+peak RSS.
+
+The paced p99 of one short run on a shared 2-core machine swings by more than the differences being measured, and
+the machine's load drifts between one path's run and the next. So every path, direct included, gets
+`--paced-runs` paced runs, each right after a paced run straight to the upstream: p50/p99 are the medians of the
+path's runs, `+p99` the median of (path p99 - the direct p99 measured just before it), and each run's pair is
+printed. `--realtime` runs every process of every path (nginx, haproxy, the sidecar, wrk) under SCHED_FIFO (`chrt
+-f`), so other tenants' CPU-bound work cannot preempt any of them: what remains is the path's own cost and the
+scheduling among its own processes. Both apply to every path alike.
 The meshtrace sidecar runs with tracing on (100% sampled, OTLP to a local sink that accepts and discards)
 and Istio metrics on, as in issue 4.
 """
@@ -26,9 +35,10 @@ import threading
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 MESHTRACE = Path(sys.executable).parent / "meshtrace"
@@ -117,6 +127,9 @@ class Result:
     loop_cpu_per_1000: float | None = None     # the main thread's share (the rest: exporter and log threads)
     rss_mb: float | None = None
     errors: int = 0
+    added_p99_ms: float = 0.0           # median over runs of (this path's p99 - direct's p99 just before it)
+    p99_runs: list[float] = field(default_factory=list)
+    direct_p99_runs: list[float] = field(default_factory=list)
 
 
 def _ms(text: str) -> float:
@@ -130,13 +143,18 @@ def _ms(text: str) -> float:
     return value
 
 
+# `--realtime`: the command prefix that runs a process (and the threads and children it makes) under SCHED_FIFO.
+REALTIME = ["chrt", "-f", "50"]
+
+
 def wrk(url: str, *, connections: int, duration: int, script: Path | None = None,
-        headers: Sequence[str] = ()) -> dict[str, Any]:
+        headers: Sequence[str] = (), prefix: Sequence[str] = ()) -> dict[str, Any]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     for header in headers:
         command[1:1] = ["-H", header]
     if script is not None:
         command[1:1] = ["-s", str(script)]
+    command[:0] = prefix
     out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
     result: dict[str, Any] = {"raw": out}
     result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -167,15 +185,18 @@ class _Sink(BaseHTTPRequestHandler):
 
 
 class Bench:
-    def __init__(self, workdir: Path, duration: int) -> None:
+    def __init__(self, workdir: Path, duration: int, *, paced_runs: int = 3, realtime: bool = False) -> None:
         self.dir = workdir
         self.duration = duration
+        self.paced_runs = paced_runs
+        self.prefix = REALTIME if realtime else []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.upstream_port = free_port()
 
     def start(self, command: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(command, cwd=self.dir, env=env, stdout=subprocess.DEVNULL,
-                                stderr=open(self.dir / f"{Path(command[0]).name}-{port}.log", "wb"))  # noqa: SIM115
+        log = open(self.dir / f"{Path(command[0]).name}-{port}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([*self.prefix, *command], cwd=self.dir, env=env, stdout=subprocess.DEVNULL,
+                                stderr=log)
         self.procs.append(proc)
         wait_port(port)
         return proc
@@ -197,17 +218,27 @@ http {{
 
     def measure(self, name: str, port: int, pids: list[int] | None, headers: Sequence[str] = ()) -> Result:
         url = f"http://127.0.0.1:{port}/"
-        wrk(url, connections=20, duration=2, headers=headers)      # warm-up: pools, caches, JIT-free but still
+        prefix = self.prefix
+        wrk(url, connections=20, duration=2, headers=headers, prefix=prefix)      # warm-up: pools, caches
         cpu0 = cpu_seconds(pids) if pids else 0.0
         main0 = main_thread_cpu_seconds(pids) if pids else 0.0
-        saturated = wrk(url, connections=50, duration=self.duration, headers=headers)
+        saturated = wrk(url, connections=50, duration=self.duration, headers=headers, prefix=prefix)
         cpu1 = cpu_seconds(pids) if pids else 0.0
         main1 = main_thread_cpu_seconds(pids) if pids else 0.0
         script = self.dir / "paced.lua"
         script.write_text(PACED_LUA)
-        paced = wrk(url, connections=20, duration=self.duration, script=script, headers=headers)
-        result = Result(name, rps=saturated["rps"], p50_ms=paced["p50"], p99_ms=paced["p99"],
-                        paced_rps=paced["rps"], errors=saturated["errors"] + paced["errors"])
+        direct_url = f"http://127.0.0.1:{self.upstream_port}/"
+        runs = []
+        for _ in range(self.paced_runs):
+            # Direct right before each run of the path: `+p99` compares runs made under the same machine load.
+            direct = wrk(direct_url, connections=20, duration=self.duration, script=script, prefix=prefix)
+            paced = wrk(url, connections=20, duration=self.duration, script=script, headers=headers, prefix=prefix)
+            runs.append((direct, paced))
+        result = Result(name, rps=saturated["rps"], p50_ms=median(p["p50"] for _, p in runs),
+                        p99_ms=median(p["p99"] for _, p in runs), paced_rps=median(p["rps"] for _, p in runs),
+                        errors=saturated["errors"] + sum(p["errors"] for _, p in runs),
+                        added_p99_ms=median(p["p99"] - d["p99"] for d, p in runs),
+                        p99_runs=[p["p99"] for _, p in runs], direct_p99_runs=[d["p99"] for d, _ in runs])
         if pids:
             result.cpu_per_1000 = (cpu1 - cpu0) / saturated["requests"] * 1000
             result.loop_cpu_per_1000 = (main1 - main0) / saturated["requests"] * 1000
@@ -323,7 +354,6 @@ def routes_yaml(count: int, upstream_port: int) -> str:
 
 
 def report(results: list[Result]) -> str:
-    direct = results[0]
     nginx = next(r for r in results if r.name.startswith("nginx"))
     lines = [f"{'path':<24} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'+p99 ms':>8} {'paced/s':>8} "
              f"{'CPU-s/1k':>9} {'(main)':>7} {'RSS MB':>7} {'errors':>6}"]
@@ -331,8 +361,12 @@ def report(results: list[Result]) -> str:
         cpu = f"{r.cpu_per_1000:.4f}" if r.cpu_per_1000 is not None else "-"
         main = f"{r.loop_cpu_per_1000:.4f}" if r.loop_cpu_per_1000 is not None else "-"
         rss = f"{r.rss_mb:.1f}" if r.rss_mb is not None else "-"
-        lines.append(f"{r.name:<24} {r.rps:>9.0f} {r.p50_ms:>7.3f} {r.p99_ms:>7.3f} {r.p99_ms - direct.p99_ms:>8.3f} "
+        lines.append(f"{r.name:<24} {r.rps:>9.0f} {r.p50_ms:>7.3f} {r.p99_ms:>7.3f} {r.added_p99_ms:>8.3f} "
                      f"{r.paced_rps:>8.0f} {cpu:>9} {main:>7} {rss:>7} {r.errors:>6}")
+    lines.append("p99 ms of each paced run, path/direct just before it:")
+    for r in results:
+        pairs = "  ".join(f"{p:.3f}/{d:.3f}" for p, d in zip(r.p99_runs, r.direct_p99_runs, strict=True))
+        lines.append(f"  {r.name:<22} {pairs}")
     for mesh in results[3:6]:
         lines.append(f"{mesh.name}/nginx throughput ratio: {mesh.rps / nginx.rps:.2f} (goal >= 0.33)")
     plain, routed = results[6:8]
@@ -344,6 +378,10 @@ def report(results: list[Result]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--paced-runs", type=int, default=3,
+                        help="paced runs per path, each after a direct one; medians are reported")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run every path's processes and wrk under SCHED_FIFO (chrt -f 50; needs root)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args()
     for tool in ("nginx", "haproxy", "wrk"):
@@ -351,7 +389,7 @@ def main() -> int:
             print(f"bench_proxy: {tool} not found (make bench-deps)", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="meshtrace-bench-") as workdir:
-        bench = Bench(Path(workdir), args.duration)
+        bench = Bench(Path(workdir), args.duration, paced_runs=args.paced_runs, realtime=args.realtime)
         try:
             results = bench.run()
         finally:
