@@ -9,7 +9,8 @@ second span and code below (hooks, adapters, transports) sees the span as curren
 `_Call.fail(exc)` detach and end it. Every step is guarded.
 
 Per call, the usual case costs little: with meshtrace's MeshPropagator as the global one, the headers come
-from `MeshPropagator.headers_for` (rendered once per trace and parent, see propagation._plain_inject) and are
+from `MeshPropagator.child_headers` (rendered once per parent context, then only the new span id spliced in,
+see propagation._plain_inject) and are
 written by the client library's own `write_headers` (requests: straight into its header store, when a probe
 at start-up shows that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime
 context, the context is read, attached and detached on its ContextVar directly (the same calls, without two
@@ -163,7 +164,7 @@ class ClientTracer:
         inner = otel_context.Context({**current, _SPAN_KEY: span, SUPPRESS_HTTP_KEY: True})
         textmap = propagate.get_global_textmap()
         if type(textmap) is MeshPropagator:
-            self.write_headers(headers, textmap.headers_for(inner))
+            self.write_headers(headers, textmap.child_headers(current, span))
         else:
             textmap.inject(headers, inner)
         return _Call(self, span, otel_context.attach(inner) if var is None else var.set(inner), var)

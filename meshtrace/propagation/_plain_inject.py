@@ -11,6 +11,14 @@ request) differ only in their span id: the render is kept as a template (every v
 the span id a placeholder character; neither can occur in a header value) keyed by what else it depends on,
 so a sibling's headers are one `replace` and one `split` of it. Anything else returns None and the caller
 takes each format's own renderer, which a property test holds equal to this one.
+
+A client integration that has just started an SDK span under the current context asks `child_pairs(context,
+span)`: the first such call renders through `pairs` and remembers the context object, the span's parent and
+what the template was built from; the next child started under that very context (the context is immutable, so
+identity means it holds the same debug flag, baggage, request id and parent span) is checked only on the
+child's own fields read as tuple items (trace id, flags, trace state by identity, valid, not remote) and goes
+straight to the template (kept as each value's parts around the span id, so only the values that hold the span
+id are built), skipping every context look-up. A property test holds it equal to `pairs`.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from typing import Final
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context, get_current
-from opentelemetry.trace import Span, SpanContext
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import Span, SpanContext, TraceFlags, TraceState
 
 from meshtrace.propagation import b3, jaeger, ottrace, requestid, tracecontext
 from meshtrace.propagation._common import _REMOTE_PARENT, _SPAN_KEY
@@ -49,12 +58,26 @@ _SEP: Final = "\n"
 _SPAN: Final = "\x01"
 _NO_TEMPLATE: Final = (None, None, (), "")
 _FLAGS_HEX: Final = ("00", "01", "02", "03")  # the W3C flags byte for sampled and random, the bits passed on
+_Child = tuple[Context | None, type | None, SpanContext | None, int, int, TraceState | None, tuple[str, ...],
+               tuple[tuple[str, ...], ...]]
+_NO_CHILD: Final[_Child] = (None, None, None, 0, 0, None, (), ())
+
+
+def _tuple_layout() -> bool:
+    """True when the installed API's SpanContext is the tuple (trace id, span id, remote, flags, state, valid)."""
+    state = TraceState([("k", "v")])
+    probe = SpanContext(0x1F, 0x2E, True, TraceFlags(1), state)
+    return isinstance(probe, tuple) and tuple(probe) == (0x1F, 0x2E, True, 1, state, True) and probe[4] is state
+
+
+# Read at import: child_pairs reads a span context's fields as tuple items (no property call each) only then.
+_TUPLE_LAYOUT: Final = _tuple_layout()
 
 
 class PlainInjector:
     """Renders the configured `formats` (canonical names) plus `x-request-id` for plain contexts."""
 
-    __slots__ = ("_codes", "_last", "_template")
+    __slots__ = ("_child", "_codes", "_last", "_template")
 
     def __init__(self, formats: tuple[str, ...]) -> None:
         self._codes = tuple(code for name in formats if (code := _CODES[name]) is not None)
@@ -64,6 +87,9 @@ class PlainInjector:
         # (what the render depends on but the span id and the trace state, the trace state, header names,
         # values template): see the module doc. Replaced whole, as _last.
         self._template: tuple[tuple[object, ...] | None, object, tuple[str, ...], str] = _NO_TEMPLATE
+        # (context, span type, parent span context, trace id, flags, trace state, header names, values template)
+        # for child_pairs: see the module doc. Replaced whole, as _last.
+        self._child = _NO_CHILD
 
     def pairs(self, context: Context | None) -> Pairs | None:
         """Every (header, value) to send for `context`, or None when it is not plain."""
@@ -90,6 +116,38 @@ class PlainInjector:
             return last[3]
         pairs = self._from_template(sc, parent_id, request_id)
         self._last = (sc, parent_id, request_id, pairs)
+        return pairs
+
+    def child_pairs(self, context: Context, span: Span) -> Pairs | None:
+        """`pairs` of `context` with `span` current, for a span just started under `context` (its parent)."""
+        child = self._child
+        if child[0] is context and type(span) is child[1]:
+            sc = span.get_span_context()
+            # sc[5]: valid; sc[2]: remote. The rest of what pairs() checks depends on the context alone.
+            parent = span.parent  # type: ignore[attr-defined]  # the type is a ReadableSpan: see _first_child
+            if parent is child[2] and sc[0] == child[3] and sc[3] == child[4] and sc[4] is child[5] and sc[5] \
+                    and not sc[2]:
+                # Each value is its parts joined by the span id in hex (a value without one is a single part,
+                # which join returns as it is); to_bytes().hex() is "%016x" for a valid span id, and cheaper.
+                # Names and parts come from one template, so they pair up without zip's strict check.
+                return tuple(zip(child[6], map(sc[1].to_bytes(8, "big").hex().join, child[7]), strict=False))
+        return self._first_child(context, span)
+
+    def _first_child(self, context: Context, span: Span) -> Pairs | None:
+        """`pairs` the general way, remembering what lets the next sibling of `span` take the template."""
+        pairs = self.pairs(Context({**context, _SPAN_KEY: span}))
+        if pairs is None or not _TUPLE_LAYOUT or not isinstance(span, ReadableSpan):
+            return pairs
+        sc, parent = span.get_span_context(), span.parent
+        if sc.is_remote or not isinstance(parent, SpanContext) or not parent.is_valid:
+            return pairs
+        template = self._template
+        # pairs() went through the template for this span unless a value ruled a template out.
+        if template[1] is sc.trace_state and template[0] == (sc.trace_id, sc.trace_flags, parent.span_id,
+                                                               get_request_id(context)):
+            parts = tuple(tuple(value.split(_SPAN)) for value in template[3].split(_SEP))
+            self._child = (context, type(span), parent, sc.trace_id, sc.trace_flags, sc.trace_state, template[2],
+                           parts)
         return pairs
 
     def _from_template(self, sc: SpanContext, parent_id: int | None, request_id: str | None) -> Pairs:

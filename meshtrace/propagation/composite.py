@@ -5,9 +5,10 @@ cheapest path that gives the same answer: a WSGI environ handed to `extract_envi
 `environ` (Envoy's B3 headers fused into one pass); a plain dict of lowercase names holding one trace format
 is read by `_plain_extract`; any other mapping is lowered once and only the parsers of formats present run; a
 foreign getter is asked for every name. Injection renders a plain context (valid, decided, no debug, no
-baggage) in one pass through `_plain_inject`, remembered for a span that injects again, and writes a dict
-carrier with a single update; anything else goes through each format's renderer. Property tests hold every
-shortcut equal to the general path.
+baggage) in one pass through `_plain_inject`, remembered for a span that injects again and, for the sibling
+CLIENT spans a client integration starts under one context, as a template only their span id is spliced into
+(`child_headers`); a dict carrier is written with a single update; anything else goes through each format's
+renderer. Property tests hold every shortcut equal to the general path.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, cast
 
 from opentelemetry import baggage as otel_baggage
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators import textmap
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace import Span, SpanContext, TraceFlags
 
 from meshtrace.errors import ConfigError
 from meshtrace.propagation import _prefixed, b3, baggage, jaeger, ottrace, requestid, tracecontext
@@ -205,6 +207,15 @@ class MeshPropagator(textmap.TextMapPropagator):
         carrier: dict[str, str] = {}
         self.inject(carrier, context)
         return tuple(carrier.items())
+
+    def child_headers(self, context: Context, span: Span) -> tuple[tuple[str, str], ...]:
+        """`headers_for` a copy of `context` with `span` as its current span, `span` having just been started
+        under `context`: what a client integration sends for its new CLIENT span. A sibling of the last such
+        span (same parent context) takes the plain render's template without reading the context again."""
+        pairs = self._plain.child_pairs(context, span)
+        if pairs is not None:
+            return pairs
+        return self.headers_for(trace.set_span_in_context(span, context))
 
     @property
     def fields(self) -> set[str]:
