@@ -51,18 +51,9 @@ def set_each(headers: MutableMapping[str, str], pairs: tuple[tuple[str, str], ..
         headers[name] = value
 
 
-def _context_var() -> ContextVar[otel_context.Context] | None:
-    """The ContextVar behind OpenTelemetry's current context, when its default runtime context is in use.
-
-    get_current/attach/detach are then exactly `var.get()`/`var.set()`/`var.reset()`; any other runtime
-    context (OTEL_PYTHON_CONTEXT) is only reached through the API. Read per call: the runtime may be swapped.
-    """
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    if runtime is not _runtime:
-        return None
-    return _var
-
-
+# The ContextVar behind OpenTelemetry's current context, when its default runtime context is in use:
+# get_current/attach/detach are then exactly `var.get()`/`var.set()`/`var.reset()`; any other runtime context
+# (OTEL_PYTHON_CONTEXT) is only reached through the API. Checked per call (the runtime may be swapped).
 _runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
 _var: ContextVar[otel_context.Context] | None = (
     getattr(_runtime, "_current_context", None) if type(_runtime) is ContextVarsRuntimeContext else None)
@@ -83,6 +74,23 @@ def split_url(url: str) -> tuple[str, str, str]:
         authority = authority[at + 1:]
         url = f"{scheme}://REDACTED:REDACTED@{authority}{'' if slash < 0 else rest[slash:]}"
     return scheme.lower(), authority, url
+
+
+# url -> (url.full, server.address, server.port): a service calls few distinct URLs, and splitting one is a
+# dozen string operations per call. Bounded: cleared when full (URLs with ids in them keep coming).
+_url_facts: dict[str, tuple[str, str, int | None]] = {}
+_MAX_URLS = 1024
+
+
+def _facts_of(url: str, authority: str | None, scheme: str | None) -> tuple[str, str, int | None]:
+    url_scheme, url_authority, full = split_url(url)
+    address, port = host_and_port(authority or url_authority, scheme or url_scheme)
+    facts = (full, address, port)
+    if authority is None and scheme is None:
+        if len(_url_facts) >= _MAX_URLS:
+            _url_facts.clear()
+        _url_facts[url] = facts
+    return facts
 
 
 class _Call:
@@ -107,7 +115,14 @@ class _Call:
 
     def done(self, status_code: int) -> None:
         try:
-            self._detach()
+            var = self._var
+            if var is None:
+                otel_context.detach(self.token)
+            else:  # _detach() inline: this runs on every call
+                try:
+                    var.reset(self.token)
+                except Exception:  # another context's token: the API logs it
+                    otel_context.detach(self.token)
             span = self.span
             if status_code < 400 and type(span) is LightSpan and span.add_plain_attribute(_STATUS_CODE, status_code):
                 pass
@@ -144,21 +159,26 @@ class ClientTracer:
 
     def start(self, method: str, url: str, headers: MutableMapping[str, Any],
               authority: str | None = None, scheme: str | None = None) -> _Call | None:
-        var = _context_var()
+        var = _var if getattr(otel_context, "_RUNTIME_CONTEXT", None) is _runtime else None
         current = otel_context.get_current() if var is None else var.get()
         if is_suppressed(current):
             return None
-        url_scheme, url_authority, full = split_url(url)
-        attributes: dict[str, Any] = {"http.request.method": method, "url.full": full}
-        if method not in _KNOWN_METHODS:
-            attributes["http.request.method"] = "_OTHER"
-            attributes["http.request.method_original"] = method
-            method = "HTTP"
-        address, port = host_and_port(authority or url_authority, scheme or url_scheme)
-        if address:
-            attributes["server.address"] = address
-        if port is not None:
-            attributes["server.port"] = port
+        facts = _url_facts.get(url) if authority is None and scheme is None else None
+        full, address, port = _facts_of(url, authority, scheme) if facts is None else facts
+        attributes: dict[str, Any]
+        if method in _KNOWN_METHODS and address and port is not None:
+            attributes = {"http.request.method": method, "url.full": full, "server.address": address,
+                          "server.port": port}
+        else:
+            attributes = {"http.request.method": method, "url.full": full}
+            if method not in _KNOWN_METHODS:
+                attributes["http.request.method"] = "_OTHER"
+                attributes["http.request.method_original"] = method
+                method = "HTTP"
+            if address:
+                attributes["server.address"] = address
+            if port is not None:
+                attributes["server.port"] = port
         span = start_span(self.tracer.get(), method, current, SpanKind.CLIENT, attributes)
         # set_span_in_context + set_value(SUPPRESS_HTTP_KEY) in one copy of the context instead of four.
         inner = otel_context.Context({**current, _SPAN_KEY: span, SUPPRESS_HTTP_KEY: True})
@@ -193,7 +213,11 @@ def send_wrapper(client: ClientTracer, label: str, describe: Describe) -> Any:
         def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             if not switch.on:
                 return original(self, request, *args, **kwargs)
-            call = begin_call(client, label, describe, request)
+            try:  # begin_call() inline: this runs on every call
+                call = client.start(*describe(request))
+            except Exception:
+                log_failure(label)
+                call = None
             if call is None:
                 return original(self, request, *args, **kwargs)
             try:

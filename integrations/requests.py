@@ -43,11 +43,13 @@ def _store_of(headers: Any) -> Any:
 
 def _write_into_store(headers: Any, pairs: tuple[tuple[str, str], ...]) -> None:
     # Each pair is (lowercase name, value): exactly the entry `headers[name] = value` stores under `name`.
-    store = _store_of(headers) if type(headers) is _case_insensitive_dict else None
-    if store is None:
-        set_each(headers, pairs)
-    else:
-        store.update(zip(map(_name_of, pairs), pairs, strict=True))
+    # _store_of() inline, and zip without its strict check (the names come from the pairs): every call runs this.
+    if type(headers) is _case_insensitive_dict:
+        store = headers.__dict__.get("_store")
+        if type(store) is OrderedDict:
+            store.update(zip(map(_name_of, pairs), pairs, strict=False))
+            return
+    set_each(headers, pairs)
 
 
 def store_write_matches(case_insensitive_dict: Any) -> bool:
