@@ -1,13 +1,24 @@
-"""Weighted `route[]` splits: one pick per request from cumulative weights and an injected RNG."""
+"""Weighted `route[]` splits: one pick per request from cumulative weights and an injected RNG.
+
+Like Envoy's weighted clusters (a random value per request modulo the total weight), picks are random, not a
+weighted round-robin. A run that must be repeatable (the demo's tests check the split's proportions over a
+hundred-odd requests) sets `MESHTRACE_SPLIT_SEED`: each split then draws from its own RNG seeded with that
+value and its weights, so the sequence of picks no longer depends on the process or on the router's shared RNG
+(which faults, retries, mirrors and balancers draw from too, in an order set by request timing).
+"""
 
 from __future__ import annotations
 
 import bisect
+import os
 import random
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["WeightedChoice"]
+__all__ = ["SEED_ENV", "WeightedChoice"]
+
+#: The environment variable that makes every split's picks a fixed sequence (see the module docstring).
+SEED_ENV = "MESHTRACE_SPLIT_SEED"
 
 T = TypeVar("T")
 
@@ -15,7 +26,8 @@ T = TypeVar("T")
 class WeightedChoice(Generic[T]):
     """Pick items in proportion to integer weights (Istio: weights are relative; 0 never picked).
 
-    A single item (or a single non-zero weight) costs no RNG call at all.
+    A single item (or a single non-zero weight) costs no RNG call at all. With `MESHTRACE_SPLIT_SEED` set when
+    the split is built, `rng` is replaced by one seeded from that value and the weights.
     """
 
     __slots__ = ("_cumulative", "_items", "_only", "_rng", "_total")
@@ -36,7 +48,7 @@ class WeightedChoice(Generic[T]):
             cumulative.append(total)
         self._cumulative = cumulative
         self._total = total
-        self._rng = rng
+        self._rng = _seeded(weights) or rng
         self._only = self._items[0] if len(self._items) == 1 else None
 
     def pick(self) -> T:
@@ -44,3 +56,12 @@ class WeightedChoice(Generic[T]):
             return self._only
         # randrange over the integer total: exact proportions, no float rounding at the 1% end.
         return self._items[bisect.bisect_right(self._cumulative, self._rng.randrange(self._total))]
+
+
+def _seeded(weights: Sequence[int]) -> random.Random | None:
+    seed = os.environ.get(SEED_ENV)
+    if not seed:
+        return None
+    # A str seed is hashed with SHA-512, the same in every process (unlike hash() under PYTHONHASHSEED); the
+    # weights keep two differently weighted splits of one proxy from drawing the very same values.
+    return random.Random(f"{seed}:{','.join(map(str, weights))}")

@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
                   "starting 6 services and 6 sidecars on 127.0.0.1 …\n")
         out.flush()
         started = time.monotonic()
-        mesh = start_mesh(supervisor, exporter_env, workdir=workdir, rules=rules)
+        mesh = start_mesh(supervisor, exporter_env, workdir=workdir, rules=rules, seed=args.seed)
         out.write(f"ready in {time.monotonic() - started:.1f}s; sending traffic to {mesh.entry}/productpage\n")
         out.flush()
         summary.update(jaeger=jaeger.query_url if jaeger else None, spans_file=str(spans_file), rules=rules,
@@ -242,6 +242,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--no-jaeger", action="store_true", help="use the file exporter even if Jaeger is found")
     parser.add_argument("--rules", choices=["auto", "on", "off"], default="auto",
                         help="apply examples/bookinfo/rules.yaml in the sidecars (auto: if they support it)")
+    parser.add_argument("--seed", type=int,
+                        help="seed the sidecars' traffic-split draws: the same picks on every run (default: random)")
     parser.add_argument("--keep", action="store_true",
                         help="after the report, keep the mesh (and its Jaeger) running until Ctrl-C")
     parser.add_argument("--show", type=int, help="trace waterfalls to show (default 3)")

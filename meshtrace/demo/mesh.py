@@ -18,6 +18,7 @@ from pathlib import Path
 
 from meshtrace.demo.processes import Child, Supervisor, free_port
 from meshtrace.errors import MeshtraceError
+from meshtrace.proxy.split import SEED_ENV as SPLIT_SEED_ENV
 
 __all__ = ["Jaeger", "Mesh", "Workload", "find_examples", "find_jaeger_binary", "plan", "start_jaeger",
            "start_mesh", "tool"]
@@ -126,11 +127,13 @@ def base_env(exporter_env: Mapping[str, str]) -> dict[str, str]:
 
 
 def start_mesh(supervisor: Supervisor, exporter_env: Mapping[str, str], *, workdir: Path, rules: bool,
-               timeout: float = 60.0) -> Mesh:
+               timeout: float = 60.0, seed: int | None = None) -> Mesh:
     examples = find_examples()
     workloads = plan()
     by_name = {w.name: w for w in workloads}
     env = base_env(exporter_env)
+    if seed is not None:  # every sidecar's route splits then pick the same sequence on every run
+        env[SPLIT_SEED_ENV] = str(seed)
 
     def target(app: str) -> str:
         if rules:
