@@ -12,6 +12,12 @@ from the deque in batches. Two things are added to the SDK processor:
 Pre-encoded spans (meshtrace.exporters.encoded) take the same queue through `enqueue`, when
 `accepts_encoded()` says the exporter behind it takes them too.
 
+`enqueue` is on the request path, so it does the SDK queue's `emit` steps itself when the SDK keeps its state
+where this version does (checked once): append, and wake the export thread only when the queue has just reached
+a whole batch and the thread is not awake already; between batches the thread sleeps until its schedule. It skips
+the SDK's per-span `os.getpid()` (a system call) that re-initialises the queue in a forked child: the SDK's and
+our own at-fork hooks do that. After `shutdown()` and with any other SDK state, the SDK's `emit` is called.
+
 fork(): the SDK BatchProcessor registers `os.register_at_fork(after_in_child=...)`, which gives the child a
 new worker thread, a new lock and an empty queue (spans queued in the parent are the parent's to export).
 Our own lock is replaced in the child the same way, in case another parent thread held it at fork time.
@@ -19,6 +25,7 @@ Our own lock is replaced in the child the same way, in case another parent threa
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import weakref
@@ -53,6 +60,13 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
         # The SDK's enqueue, bound once (on_end re-checking `sampled` through super() costs a third of ours).
         # Fork-safe: the SDK re-initialises that same object in the child (its queue is cleared, not replaced).
         self._emit: Any = getattr(inner, "emit", None)
+        self._inner: Any = inner
+        batch = getattr(inner, "_max_export_batch_size", None)
+        self._batch_size: int = batch if isinstance(batch, int) and batch > 0 else 1
+        # Whether `enqueue` may do `emit`'s steps itself (see the module docstring).
+        self._own_emit = (type(self._queue) is collections.deque and isinstance(batch, int) and batch > 0
+                          and isinstance(getattr(inner, "_worker_awaken", None), threading.Event)
+                          and getattr(inner, "_shutdown", None) is False)
         if hasattr(os, "register_at_fork"):
             weak_self = weakref.ref(self)
 
@@ -87,12 +101,20 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
 
         An EncodedSpan only when `accepts_encoded()` said so."""
         queue: Any = self._queue
-        emit = self._emit
         with self._enqueue_lock:
-            if len(queue) >= self._max_queue_size:
+            size = len(queue)
+            if size >= self._max_queue_size:
                 counters.increment("spans_dropped")
                 return
-            emit(span)
+            inner = self._inner
+            if not self._own_emit or inner._shutdown:
+                self._emit(span)
+                return
+            queue.appendleft(span)
+            if size + 1 >= self._batch_size:    # a whole batch waits: wake the export thread, once
+                awaken = inner._worker_awaken     # read each time: the SDK replaces it in a forked child
+                if not awaken.is_set():
+                    awaken.set()
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         inner: Any = self._batch_processor

@@ -8,11 +8,14 @@ mirror spans; the hop tracer's `inject` reads `parent` for B3's parent id). Its 
 tracer sets every tag at the end, from the finished `Hop`.
 
 `HopWire.encode` writes the ended span as one OTLP `Span` message (meshtrace.exporters.encoded.encode_span): the
-listener's static tags are encoded once, each route's name once, and the other tags as a few cached fragments,
-each keyed by the hop fields its tags depend on (URL, client, peer, outcome: they repeat from request to
-request), so a hop costs five dictionary look-ups and two joins rather than an SDK span and its encoding on the
-export thread. The tags and their order are those the SDK path sets (`HopTracer._tags`);
-tests/proxy/test_hop_wire.py holds the two paths' messages byte-equal.
+listener's static tags are encoded once, and everything but the ids, the times and the request id is cached per
+whole hop (the span name and every hop field a tag depends on: on a busy listener the same few combinations
+repeat request after request), so a hop usually costs one dictionary look-up, the request id's field and the
+span's assembly, rather than an SDK span and its encoding on the export thread. A hop not seen yet is put
+together from smaller cached fragments, each keyed by the hop fields its tags depend on (URL, client, peer,
+outcome), so a hop whose sizes or client port are new still finds most of its tags encoded. The tags and their
+order are those the SDK path sets (`HopTracer._tags`); tests/proxy/test_hop_wire.py holds the two paths'
+messages byte-equal.
 """
 
 from __future__ import annotations
@@ -21,14 +24,19 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from meshtrace.encodedlane import EncodedLane
 from meshtrace.exporters.encoded import (
+    FLAGS_LOCAL,
+    FLAGS_REMOTE,
+    TUPLE_CONTEXT,
     attribute,
     attribute_key,
     encode_span,
     kind_field,
     name_field,
+    pack_times,
     status_field,
     string_field,
 )
@@ -39,6 +47,14 @@ __all__ = ["HopSpan", "HopWire", "hop_error", "protocol_version"]
 
 _T = TypeVar("_T")
 _REQUEST_ID = attribute_key("guid:x-request-id")
+# The request id's KeyValue (field 9 of Span) holds the key, then the AnyValue (its own tag and length) holding the
+# string (tag and length): 4 bytes besides the key and the value when every length fits one byte.
+_REQUEST_ID_KV = len(_REQUEST_ID) + 4
+_REQUEST_ID_MAX = 0x80 - _REQUEST_ID_KV
+_NO_STATE = DEFAULT_TRACE_STATE
+# tag+length of ScopeSpans.spans, trace_id, span_id, [parent], name+kind, times, static tags, the request id's
+# KeyValue (tag, length, key, AnyValue tag and length, string tag and length, bytes), the other tags, status, flags.
+_SPAN = b"\x12%c%c\x0a\x10%b\x12\x08%b%b%b%b%b\x4a%c%b\x12%c\x0a%c%b%b%b%b"
 _UNSET = status_field(StatusCode.UNSET)
 
 
@@ -58,6 +74,10 @@ def hop_error(status: int, flags: str, inbound: bool) -> tuple[str, str | None] 
 
 class HopSpan(NonRecordingSpan):
     """A hop span on the encoded lane (see the module docstring); `parent` is None for a root."""
+
+    # Slots: one is made per request, and then no instance dict is (the API's Span classes have none of their own,
+    # so one is still there for anyone who sets other attributes).
+    __slots__ = ("_context", "context", "ended", "lane", "name", "parent", "sampled", "start_time")
 
     def __init__(self, context: SpanContext, parent: SpanContext | None, name: str,  # noqa: PLR0917
                  start_time: int, sampled: bool, lane: EncodedLane) -> None:
@@ -84,11 +104,13 @@ def _field(key: str, value: str | int | bool) -> bytes:
 class HopWire:
     """Encodes one listener's hop spans; `static` are the tags every one of its spans starts with.
 
-    The tags are those of `HopTracer._tags`, in its order, as fragments cached by the hop fields they depend on:
-    the URL (scheme, authority, path), the client (method, protocol, user agent), the peer address, and the
-    outcome (sizes, cluster, upstream, status, flags, method, protocol, authority), which also decides the
-    status; an outcome not seen yet is put together from its sizes' tags and the rest's, each cached too. Only
-    the request id is encoded for every hop. Each cache holds at most `CACHED` entries (then starts afresh).
+    The tags are those of `HopTracer._tags`, in its order. All but the request id are cached per whole hop (the
+    span name and the hop fields below); a hop not seen yet is put together from fragments cached by the hop
+    fields they depend on: the URL (scheme, authority, path), the client (method, protocol, user agent), the
+    peer address, and the outcome (sizes, cluster, upstream, status, flags, method, protocol, authority), which
+    also decides the status; an outcome not seen yet is put together from its sizes' tags and the rest's, each
+    cached too. Only the request id is encoded for every hop. Each cache holds at most `CACHED` entries (then
+    starts afresh).
     """
 
     CACHED = 512
@@ -100,6 +122,9 @@ class HopWire:
         self.static = b"".join(_field(key, value) for key, value in static.items())
         self._authority = authority
         self._names: dict[str, bytes] = {}
+        # (span name, hop fields) -> (name and kind fields, the tags after the request id, status field, the
+        # Span message's size without the parent and request id bytes).
+        self._hops: dict[tuple[object, ...], tuple[bytes, bytes, bytes, int]] = {}
         self._urls: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         self._clients: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         self._peers: dict[str, tuple[bytes, bytes]] = {}
@@ -109,9 +134,35 @@ class HopWire:
 
     def encode(self, span: HopSpan, hop: Hop, end_ns: int) -> bytes:
         """The `ScopeSpans.spans` field of `span` for the finished `hop`, ended at `end_ns`."""
-        name = self._names.get(span.name)
+        key = (span.name, hop.scheme, hop.authority, hop.path, hop.method, hop.protocol, hop.user_agent,
+               hop.downstream_address, hop.request_bytes, hop.response_bytes, hop.upstream_cluster,
+               hop.upstream_address, hop.status, hop.response_flags)
+        parts = self._hops.get(key)
+        if parts is None:
+            parts = self._remember(self._hops, key, self._parts(span.name, hop))
+        name_kind, tail, status, size = parts
+        context, parent, start = span.context, span.parent, span.start_time
+        request_id = hop.request_id.encode("utf-8")
+        n = len(request_id)
+        size += n if parent is None else n + 10
+        # The usual span in one format: ids without a trace state, both times, a request id and a message short
+        # enough for one-byte lengths inside and a two-byte one outside; the fields as `encode_span` writes them.
+        if (TUPLE_CONTEXT and context[4] is _NO_STATE and start and end_ns and n < _REQUEST_ID_MAX
+                and 0x80 <= size < 0x4000):
+            return _SPAN % (
+                (size & 0x7F) | 0x80, size >> 7, context[0].to_bytes(16, "big"), context[1].to_bytes(8, "big"),
+                b"" if parent is None else b"\x22\x08" + parent[1].to_bytes(8, "big"), name_kind,
+                pack_times(b"\x39", start, b"\x41", end_ns), self.static, n + _REQUEST_ID_KV, _REQUEST_ID, n + 2, n,
+                request_id, tail, status, FLAGS_LOCAL if parent is None or not parent[2] else FLAGS_REMOTE)
+        tags = self.static + string_field(_REQUEST_ID, hop.request_id) + tail
+        return encode_span(context, parent, name_kind, b"", start, end_ns, tags, status)
+
+    def _parts(self, span_name: str, hop: Hop) -> tuple[bytes, bytes, bytes, int]:
+        """`encode`'s cached parts of a hop: the name and kind fields, the tags after the request id (from the
+        fragment caches), the status field, the message size without the parent and the request id's bytes."""
+        name = self._names.get(span_name)
         if name is None:
-            name = self._remember(self._names, span.name, name_field(span.name))
+            name = self._remember(self._names, span_name, name_field(span_name))
         key = (hop.scheme, hop.authority, hop.path)
         url = self._urls.get(key)
         if url is None:
@@ -128,13 +179,16 @@ class HopWire:
         outcome = self._outcomes.get(outcome_key)
         if outcome is None:
             outcome = self._remember(self._outcomes, outcome_key, self._outcome(hop))
-        request_id = string_field(_REQUEST_ID, hop.request_id)
         if self.inbound:
-            tags = b"".join((self.static, request_id, url[0], client[0], peer[0], outcome[0], url[1], peer[1],
-                             client[1], outcome[1]))
+            tail = b"".join((url[0], client[0], peer[0], outcome[0], url[1], peer[1], client[1], outcome[1]))
         else:
-            tags = b"".join((self.static, request_id, url[0], client[0], peer[0], outcome[0], url[1], outcome[1]))
-        return encode_span(span.context, span.parent, name, self.kind, span.start_time, end_ns, tags, outcome[2])
+            tail = b"".join((url[0], client[0], peer[0], outcome[0], url[1], outcome[1]))
+        name_kind = name + self.kind
+        # The Span message's size but for the parent and the request id's bytes: both ids, name and kind, both
+        # times, the tags (the request id's field without its value), the status and the flags fields.
+        size = (28 + len(name_kind) + 18 + len(self.static) + _REQUEST_ID_KV + 2 + len(tail) + len(outcome[2])
+                + len(FLAGS_LOCAL))
+        return name_kind, tail, outcome[2], size
 
     def _remember(self, cache: dict[Any, _T], key: object, value: _T) -> _T:
         if len(cache) >= self.CACHED:

@@ -22,44 +22,61 @@ way; tests/tracing/test_encoded_span.py holds the two equal.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
-__all__ = ["EncodedSpan", "accepts_encoded", "attribute", "attribute_key", "encode_span",
-           "kind_field", "name_field", "status_field", "string_field", "varint"]
+__all__ = [
+    "FLAGS_LOCAL",
+    "FLAGS_REMOTE",
+    "TUPLE_CONTEXT",
+    "EncodedSpan",
+    "accepts_encoded",
+    "attribute",
+    "attribute_key",
+    "encode_span",
+    "kind_field",
+    "name_field",
+    "pack_times",
+    "status_field",
+    "string_field",
+    "varint",
+]
 
 _pack_fixed64 = struct.Struct("<Q").pack
+_pack_ids = struct.Struct(">2sQQ2sQ").pack          # Span.trace_id and Span.span_id, tags and lengths included
+_pack_parent = struct.Struct(">2sQ").pack           # Span.parent_span_id
+_pack_times = pack_times = struct.Struct("<cQcQ").pack  # Span.start_time_unix_nano and .end_time_unix_nano
 _pack_double = struct.Struct("<d").pack
 _SMALL = tuple(bytes((n,)) for n in range(128))
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _UINT64 = (1 << 64) - 1
 # Span.flags (field 16, fixed32): SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, plus ..._IS_REMOTE_MASK for a remote parent.
-_FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
-_FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
+_FLAGS_LOCAL = FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
+_FLAGS_REMOTE = FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
 _KIND = {kind: b"\x30" + _SMALL[kind.value + 1] for kind in SpanKind}
 _STATUS_UNSET = b"\x7a\x00"
-# SpanContext is a tuple (trace id, span id, remote, flags, trace state, valid): unpacked in one step when so.
-_TUPLE_CONTEXT = tuple(SpanContext(1, 2, True, TraceFlags(1), TraceState([("k", "v")]))) == (
+#: SpanContext is a tuple (trace id, span id, remote, flags, trace state, valid): unpacked in one step when so.
+TUPLE_CONTEXT = _TUPLE_CONTEXT = tuple(SpanContext(1, 2, True, TraceFlags(1), TraceState([("k", "v")]))) == (
     1, 2, True, TraceFlags(1), TraceState([("k", "v")]), True)
 _KEYS_MAX = 4096
 _keys: dict[str, bytes] = {}
 
 
-class EncodedSpan:
-    """A finished, sampled span as the whole `ScopeSpans.spans` field (tag, length, `Span` message)."""
+class EncodedSpan(NamedTuple):
+    """A finished, sampled span as the whole `ScopeSpans.spans` field (tag, length, `Span` message).
 
-    __slots__ = ("context", "data", "instrumentation_scope", "resource")
+    A named tuple: one is made per exported span on the request path, and a tuple is made without a Python-level
+    `__init__` (`EncodedSpan._make((resource, scope, context, data))` or tuple.__new__); its fields are read by
+    C-level accessors on the export thread."""
 
-    def __init__(self, resource: Resource, instrumentation_scope: InstrumentationScope | None,
-                 context: SpanContext, data: bytes) -> None:
-        self.resource = resource
-        self.instrumentation_scope = instrumentation_scope
-        self.context = context
-        self.data = data
+    resource: Resource
+    instrumentation_scope: InstrumentationScope | None
+    context: SpanContext
+    data: bytes
 
     def __repr__(self) -> str:
         return f"EncodedSpan(trace_id={self.context.trace_id:032x}, span_id={self.context.span_id:016x})"
@@ -137,17 +154,22 @@ def encode_span(  # noqa: PLR0917  (one argument per Span field)
         trace_id, span_id, _, _, trace_state, _ = context
     else:  # pragma: no cover - an API whose SpanContext is laid out differently
         trace_id, span_id, trace_state = context.trace_id, context.span_id, context.trace_state
-    head = b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
+    # Both id fields in one pack (the 128-bit trace id as its two big-endian halves).
+    head = _pack_ids(b"\x0a\x10", trace_id >> 64, trace_id & _UINT64, b"\x12\x08", span_id)
     if trace_state is not DEFAULT_TRACE_STATE and trace_state:
         state = ",".join([f"{k}={v}" for k, v in trace_state.items()]).encode("utf-8")
         head += b"\x1a" + varint(len(state)) + state
     if parent is None:
         flags = _FLAGS_LOCAL
     else:
-        head += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
+        head += _pack_parent(b"\x22\x08", parent.span_id)
         flags = _FLAGS_REMOTE if parent.is_remote else _FLAGS_LOCAL
-    span = b"".join((head, name, kind, b"\x39" + _pack_fixed64(start_time) if start_time else b"",
-                     b"\x41" + _pack_fixed64(end_time) if end_time else b"", attributes, status, flags))
+    if start_time and end_time:     # a span's times: both fixed64 fields in one pack
+        times = _pack_times(b"\x39", start_time, b"\x41", end_time)
+    else:   # proto3 leaves a zero out
+        times = (b"\x39" + _pack_fixed64(start_time) if start_time else b"") + (
+            b"\x41" + _pack_fixed64(end_time) if end_time else b"")
+    span = b"".join((head, name, kind, times, attributes, status, flags))
     size = len(span)
     if size < 0x4000:   # a hop span: a few hundred bytes, a two-byte length
         return b"\x12" + (_SMALL[size] if size < 0x80 else bytes(((size & 0x7F) | 0x80, size >> 7))) + span

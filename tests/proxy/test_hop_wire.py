@@ -8,6 +8,7 @@ path gives for the same hop.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -149,6 +150,11 @@ def test_the_encoded_lane_exports_what_the_sdk_path_exports(case: tuple[bool, di
     assert encode_spans(queued) == encode_spans(finished)
     assert lane_out == sdk_out      # the headers sent upstream
     assert lane_ids == sdk_ids      # the hop record's ids
+    # The same hop again with another request id: now the lane's encoder has it cached whole.
+    again = dataclasses.replace(hop, request_id=hop.request_id + "-2")
+    queued, finished, (lane_out, sdk_out), _ = BOTH.run(inbound, incoming, again, start, end)
+    assert encode_spans(queued) == encode_spans(finished)
+    assert lane_out == sdk_out
 
 
 def test_a_sampled_hop_is_a_hop_span_and_leaves_as_bytes_once() -> None:

@@ -129,3 +129,32 @@ def test_shutdown_honours_its_timeout_with_a_stuck_exporter() -> None:
     # Generous bound: the point is that shutdown returns while export() is still stuck (the SDK default is 30 s).
     assert done.wait(10), "shutdown waited for the stuck exporter"
     exporter.release.set()
+
+
+def test_the_export_thread_wakes_for_a_whole_batch_not_for_each_span() -> None:
+    exporter = BlockingExporter()
+    exporter.release.set()
+    processor = DroppingBatchSpanProcessor(exporter, max_queue_size=100, schedule_delay_millis=3_600_000,
+                                           max_export_batch_size=4)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    try:
+        for index in range(3):
+            tracer.start_span(f"s{index}").end()
+        assert not exporter.entered.wait(0.3), "woken before a batch was full"
+        tracer.start_span("s3").end()
+        assert exporter.entered.wait(10), "a full batch did not wake the export thread"
+    finally:
+        processor.shutdown(10_000)
+    assert exporter.batches[0] == ["s0", "s1", "s2", "s3"]
+
+
+def test_spans_ended_after_shutdown_are_not_queued() -> None:
+    exporter = BlockingExporter()
+    exporter.release.set()
+    provider, processor = make(exporter, queue=10, batch=1)
+    processor.shutdown(10_000)
+    provider.get_tracer("t").start_span("late").end()
+    assert exporter.batches == []
+    assert len(processor._queue or ()) == 0
