@@ -15,16 +15,25 @@ returns an `EncodedLane` only when both hold:
   FastOTLPSpanExporter). Any other processor, or a second one (an InMemorySpanExporter in a test, a user's
   own), would expect SDK spans.
 
-Like meshtrace.lightspan's plan, a lane is cached per tracer and `current(tracer)` re-checks, on every span, that
-the objects it was built from are still the tracer's (sampler, processors, limits, config, metrics) and that
-the limits and enabled flag read in place have not changed. The tracer's resource is read per span (the SDK may
-replace it after fork()). `start` makes the span's context as the SDK would: the parent's trace id or a new
-one from the tracer's id generator, the sampler's decision and trace state, a new span id, the sampled and
-random-trace-id flags.
+Like meshtrace.lightspan's plan, a lane is cached per tracer and `current(tracer)` re-checks that the objects it
+was built from are still the tracer's (sampler, processors, limits, config, metrics) and that the limits and
+enabled flag read in place have not changed: `encoded_lane` does so whenever it hands out a cached lane. A caller
+that keeps a lane for many spans (the sidecar's hop tracer) may instead check `unchanged(tracer)` per span: only
+what the SDK's own API changes on a live tracer (`add_span_processor` replaces the processor tuple, a tracer
+configurator replaces the tracer's config), the rest being set once in the Tracer's constructor. The tracer's
+resource is read per span (the SDK may replace it after fork()).
+
+`start` makes the span's context as the SDK would: the parent's trace id or a new one from the tracer's id
+generator, the sampler's decision and trace state, a new span id, the sampled and random-trace-id flags. A root
+span on an empty context (no trace header arrived: most requests at the edge) takes a shorter way when the
+sampler's decision there is a known rule on the trace id (meshtrace.sampling.root_rule, read once per lane), and
+with the SDK's RandomIdGenerator both ids come from one `random.getrandbits(192)`: the same uniformly random,
+never-zero ids from the same generator the SDK draws from, in one call instead of three.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from opentelemetry import trace
@@ -32,13 +41,14 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
-from meshtrace.sampling import is_attribute_blind, known_decision, trace_id_for
+from meshtrace.sampling import RootRule, is_attribute_blind, known_decision, root_rule, trace_id_for
 
 try:  # private, and only in recent SDKs (older ones have no per-span metrics hook to honour)
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
@@ -58,6 +68,8 @@ _get_current_span = trace.get_current_span
 _new_tuple = tuple.__new__
 _NO_STATE = DEFAULT_TRACE_STATE
 _TRACE_ID_MAX, _SPAN_ID_MAX = (1 << 128) - 1, (1 << 64) - 1
+_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+_getrandbits = random.getrandbits
 # SpanContext is a tuple (trace id, span id, remote, flags, trace state, valid) made by its __new__: when so,
 # `start` makes it the same way directly.
 _TUPLE_CONTEXT = SpanContext.__bases__ == (tuple,) and tuple(SpanContext(1, 2, True, TraceFlags(1), None)) == (
@@ -72,11 +84,17 @@ def _limits_fit(limits: Any) -> bool:
             and (count is None or count >= MIN_ATTRIBUTES))
 
 
+def _outcome(decision: Decision) -> tuple[TraceFlags, bool, bool]:
+    """(trace flags with a random trace id, recording, sampled) of a span the sampler gave `decision`."""
+    sampled = decision is _SAMPLE
+    return _FLAGS[sampled, True], sampled or decision is _RECORD, sampled
+
+
 class EncodedLane:
     """One tracer's way to pre-encoded export, valid while `current(tracer)` says so."""
 
-    __slots__ = ("config", "enqueue", "ids", "limits", "metrics", "multi", "processors", "sampler", "scope",
-                 "tracer")
+    __slots__ = ("config", "enqueue", "ids", "limits", "metrics", "multi", "processors", "root", "root_random",
+                 "sampler", "scope", "tracer")
 
     def __init__(self, tracer: SdkTracer, processors: tuple[Any, ...]) -> None:
         self.tracer = tracer
@@ -89,6 +107,14 @@ class EncodedLane:
         self.metrics = tracer._tracer_metrics
         self.scope: InstrumentationScope | None = tracer._instrumentation_scope
         self.enqueue = processors[0].enqueue
+        # The sampler's decision for a root span on an empty context, when it is a rule on the trace id.
+        self.root = root_rule(self.sampler)
+        # With the SDK's RandomIdGenerator and a SpanContext made as a tuple: the rule's bound, and (flags,
+        # recording, sampled) below it and above it.
+        self.root_random: tuple[int, tuple[TraceFlags, bool, bool], tuple[TraceFlags, bool, bool]] | None = None
+        if self.root is not None and type(self.ids) is RandomIdGenerator and _TUPLE_CONTEXT:
+            bound, below, above = self.root
+            self.root_random = bound, _outcome(below), _outcome(above)
 
     def current(self, tracer: trace.Tracer) -> bool:
         t: Any = tracer
@@ -97,6 +123,13 @@ class EncodedLane:
                 and self.config is t._tracer_config and self.metrics is t._tracer_metrics
                 and self.config.is_enabled is True and _limits_fit(self.limits))
 
+    def unchanged(self, tracer: trace.Tracer) -> bool:
+        """`current(tracer)` as far as the SDK's API can change a live tracer: its processors and its config
+        (replaced, or turned off in place)."""
+        t: Any = tracer
+        return (self.processors is self.multi._span_processors and self.config is t._tracer_config
+                and self.tracer is t and self.config.is_enabled is True)
+
     @property
     def resource(self) -> Resource:
         return self.tracer.resource
@@ -104,8 +137,22 @@ class EncodedLane:
     def start(self, context: Context) -> Started | None:
         """The new span's context, its parent's (None for a root) and whether it records and is sampled; None
         when the sampler's decision needs `should_sample` (start an SDK span instead)."""
-        # An empty context (a request without trace headers, most of them at the edge) holds no parent.
-        parent: SpanContext | None = _get_current_span(context).get_span_context() if context else None
+        if not context:
+            # An empty context (a request without trace headers, most of them at the edge) holds no parent.
+            fast = self.root_random
+            if fast is not None:    # both ids in one draw (a zero one, once in 2**64: the generator's way)
+                bits = _getrandbits(192)
+                trace_id, span_id = bits >> 64, bits & _SPAN_ID_MAX
+                if trace_id and span_id:
+                    flags, recording, sampled = fast[1] if trace_id & _ID_LIMIT < fast[0] else fast[2]
+                    return (_new_tuple(SpanContext, (trace_id, span_id, False, flags, _NO_STATE, True)), None,
+                            recording, sampled)
+            rule = self.root
+            if rule is not None:
+                return self._start_root(rule)
+            parent: SpanContext | None = None
+        else:
+            parent = _get_current_span(context).get_span_context()
         ids = self.ids
         parent, trace_id, random_trace_id = trace_id_for(ids, parent)
         known = known_decision(self.sampler, context, parent, trace_id)
@@ -123,9 +170,27 @@ class EncodedLane:
             span_context = SpanContext(trace_id, span_id, False, flags, trace_state)
         return span_context, parent, sampled or decision is _RECORD, sampled
 
+    def _start_root(self, rule: RootRule) -> Started:
+        """`start` for a root span on an empty context, the sampler's decision there being `rule`; the ids from
+        the generator in the SDK's order (the trace id, then, after the sampler, the span id)."""
+        ids = self.ids
+        trace_id = ids.generate_trace_id()
+        random_trace_id = ids.is_trace_id_random()
+        span_id = ids.generate_span_id()
+        bound, below, above = rule
+        decision = below if trace_id & _ID_LIMIT < bound else above
+        sampled = decision is _SAMPLE
+        flags = _FLAGS[sampled, bool(random_trace_id)]
+        if _TUPLE_CONTEXT:
+            span_context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, _NO_STATE,
+                                                    0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX))
+        else:  # pragma: no cover - an API whose SpanContext is laid out differently
+            span_context = SpanContext(trace_id, span_id, False, flags, None)
+        return span_context, None, sampled or decision is _RECORD, sampled
+
     def export(self, context: SpanContext, data: bytes) -> None:
         """Queue one finished, sampled span's `ScopeSpans.spans` field (see meshtrace.exporters.encoded)."""
-        self.enqueue(EncodedSpan(self.tracer.resource, self.scope, context, data))
+        self.enqueue(_new_tuple(EncodedSpan, (self.tracer.resource, self.scope, context, data)))
 
 
 #: id(tracer) -> (tracer, its lane or None, what a refusal depended on: `_refusal_key`)

@@ -19,7 +19,9 @@ declared with `declare_attribute_blind(cls, delegates)`, whose instances are bli
 exactly: a subclass may read attributes, so it must be declared itself. A sampler nobody declared keeps
 seeing the attributes at start, as the SDK documents. `known_decision` goes one step further for the samplers
 whose logic it knows (and for declared ones that pass a `decide` function): meshtrace's spans get the very
-decision `should_sample` would give without the call.
+decision `should_sample` would give without the call, and `root_rule` gives the same decision for a root span on
+an empty context (a request without any trace header) as one comparison on the new trace id, read from the
+samplers once: that is the commonest span at the edge.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from opentelemetry.util.types import Attributes
 
 from meshtrace.propagation._context import get_sampling_hint, is_debug, is_sampling_deferred
 
-__all__ = ["HintedSampler", "build_sampler", "declare_attribute_blind", "is_attribute_blind", "known_decision",
-           "trace_id_for"]
+__all__ = ["HintedSampler", "RootRule", "build_sampler", "declare_attribute_blind", "is_attribute_blind",
+           "known_decision", "root_rule", "trace_id_for"]
 
 
 def build_sampler(name: str, ratio: float = 1.0) -> Sampler:
@@ -139,10 +141,12 @@ Known = tuple[Decision, TraceState | None]
 Decide = Callable[[Any, Context | None, SpanContext | None, int], "Known | None"]
 
 _deciders: dict[type, Decide] = {}
+#: Exact sampler type -> the sampler an instance defers to on an empty context (see `root_rule`).
+_on_empty: dict[type, Callable[[Any], object]] = {}
 
 
 def declare_attribute_blind(cls: type[Sampler], delegates: Delegates = _no_delegates,
-                            decide: Decide | None = None) -> None:
+                            decide: Decide | None = None, on_empty: Callable[[Any], object] | None = None) -> None:
     """Declare that `cls.should_sample` neither reads `attributes` nor returns any (it passes them through).
 
     `delegates(sampler)` lists the samplers an instance may defer to, e.g. `lambda s: (s.delegate,)` for a
@@ -154,12 +158,20 @@ def declare_attribute_blind(cls: type[Sampler], delegates: Delegates = _no_deleg
     parent span context or None for a root, trace id) it returns exactly the (decision, trace state) that
     `should_sample` would, or None to have `should_sample` asked. A wrapper delegates with
     `known_decision(sampler.delegate, parent_context, parent, trace_id)`.
+
+    `on_empty`, optional, only with `decide`: given an instance, the sampler whose decision `decide` returns
+    unchanged when the parent context is empty (a wrapper that only reacts to something in the context), so that
+    `root_rule` can see through the wrapper.
     """
     _blind[cls] = delegates
     if decide is None:
         _deciders.pop(cls, None)
     else:
         _deciders[cls] = decide
+    if decide is None or on_empty is None:
+        _on_empty.pop(cls, None)
+    else:
+        _on_empty[cls] = on_empty
 
 
 def is_attribute_blind(sampler: object, _depth: int = 0) -> bool:
@@ -226,3 +238,34 @@ def known_decision(sampler: object, parent_context: Context | None, parent: Span
         return known_decision(delegate, parent_context, parent, trace_id)
     decide = _deciders.get(kind)
     return None if decide is None else decide(sampler, parent_context, parent, trace_id)
+
+
+#: How `known_decision` decides for a root span on an empty context: (bound, below, above) means `below` when
+#: `trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < bound`, else `above`; the trace state is None either way.
+RootRule = tuple[int, Decision, Decision]
+
+
+def root_rule(sampler: object, _depth: int = 0) -> RootRule | None:
+    """`known_decision(sampler, Context(), None, trace_id)` for every trace id, as one comparison; None when that
+    is not known here (ask `known_decision` per span then).
+
+    Read from the samplers once (a caller keeps it for as long as it keeps the sampler): the SDK's samplers are
+    not changed in place, and neither may a declared sampler's `on_empty` delegate be. Followed: HintedSampler
+    (an empty context holds no hint or debug flag), ParentBased (no parent: its root sampler), declared samplers
+    with `on_empty`, down to a StaticSampler or TraceIdRatioBased; tests/tracing/test_sampling.py holds the rule
+    equal to `known_decision`.
+    """
+    kind = type(sampler)
+    known: Any = sampler
+    if _depth > 8:
+        return None
+    if kind is StaticSampler:
+        return 0, known._decision, known._decision
+    if kind is TraceIdRatioBased:
+        return known.bound, _SAMPLE, _DROP
+    if kind is ParentBased:
+        return root_rule(known._root, _depth + 1)
+    if kind is HintedSampler:
+        return root_rule(known.delegate, _depth + 1)
+    on_empty = _on_empty.get(kind)
+    return None if on_empty is None else root_rule(on_empty(sampler), _depth + 1)

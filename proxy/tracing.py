@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from itertools import repeat
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
@@ -36,6 +35,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes
 
 from meshtrace.encodedlane import EncodedLane, encoded_lane
+from meshtrace.exporters.encoded import TUPLE_CONTEXT
 from meshtrace.propagation import MeshPropagator, is_debug
 from meshtrace.sampling import Known, known_decision
 from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start_span
@@ -43,6 +43,7 @@ from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
 from .hop_wire import HopSpan, HopWire, hop_error, protocol_version
+from .trace_render import RENDERED, Renderer, renderer
 
 __all__ = ["FORCE_TRACE_HEADERS", "HopTracer", "ProxySampler", "span_name"]
 
@@ -52,13 +53,10 @@ logger = logging.getLogger("meshtrace.proxy")
 
 # Baggage-only formats put their entries in prefixed headers (Jaeger `uberctx-`, OT `ot-baggage-`).
 _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
-_EVERY_TIME_BAGGAGE_PREFIXES = repeat(_BAGGAGE_PREFIXES)   # never exhausted: map() stops with the header names
 _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _FORCE = create_key("meshtrace-proxy-force-trace")
 _INVALID = trace.INVALID_SPAN
-# Formats the byte renderer of `inject` knows; a propagator configured with any other takes the general path.
-_RENDERED = frozenset({"tracecontext", "baggage", "b3multi", "b3", "jaeger", "ottrace"})
-_NO_PARENT = b"0" * 16
+_EMPTY = Context()      # immutable: the one context of every request without trace headers
 
 
 def _header_to_inject(name: str) -> bytes | None:
@@ -104,7 +102,10 @@ class ProxySampler(Sampler):
 
 # Neither reads the start attributes nor returns any of its own, and can say its decision without a
 # SamplingResult: meshtrace's lighter span path may skip both.
-declare_attribute_blind(ProxySampler, lambda sampler: (sampler.delegate,), ProxySampler.decide)
+# On an empty context (no trace header, so no force mark either) it is its delegate: meshtrace.sampling's root rule
+# sees through it.
+declare_attribute_blind(ProxySampler, lambda sampler: (sampler.delegate,), ProxySampler.decide,
+                        on_empty=lambda sampler: sampler.delegate)
 
 
 def span_name(authority: str, default_port: int, route_path: str) -> str:
@@ -131,13 +132,20 @@ class HopTracer:
         self.inbound = inbound
         fields = {name.lower().encode("latin-1") for name in propagator.fields}
         self.extract_names = frozenset(fields | TRACE_HEADERS | {b"x-request-id", b"baggage"})
+        # A request with none of these (nor a baggage-prefixed one) starts a root span on an empty context.
+        self._watched = self.extract_names | frozenset(FORCE_TRACE_HEADERS)
+        # Header names in a request's order -> (those of them watched, the baggage-prefixed ones).
+        self._layouts: dict[tuple[bytes, ...], tuple[frozenset[bytes], tuple[bytes, ...]]] = {}
         # Carrier name -> the header name to send, or None for one left out (cached: the same few every time).
         self._inject_names: dict[str, bytes | None] = {}
         formats = tuple(propagator.formats) if type(propagator) is MeshPropagator else None
-        # The formats to render, in the propagator's own order (baggage is never injected by the proxy).
+        # The formats to render, in the propagator's own order (baggage is never injected by the proxy); None
+        # when the propagator must inject itself (or only has baggage, which it leaves out anyway).
         self._render: tuple[str, ...] | None = (
             tuple(name for name in formats if name != "baggage")
-            if formats is not None and _RENDERED.issuperset(formats) else None)
+            if formats is not None and RENDERED.issuperset(formats) else None) or None
+        # (trace flags & 3, no parent, trace state, 64-bit trace id) -> the function rendering those headers.
+        self._renderers: dict[tuple[int, bool, bool, bool], Renderer] = {}
         self.static_attributes: dict[str, str] = {"component": "proxy", "node_id": node_id, "zone": zone,
                                                   "downstream_cluster": downstream_cluster}
         # authority -> (server.address, server.port or None): the same few authorities every time.
@@ -148,22 +156,16 @@ class HopTracer:
 
     def start(self, hmap: Mapping[bytes, bytes], name: str, start_ns: int) -> tuple[trace.Span, Context]:
         """The hop's span, and the extracted context (debug, hints) that `inject` needs to say all of it again."""
-        # Most requests at the edge carry no trace header at all: skip the propagator's dozen lookups then.
-        present = self.extract_names.intersection(hmap)
-        # The baggage-prefix test as C-level calls: no comprehension frame for the usual header map without any.
-        if not present and not any(map(bytes.startswith, hmap, _EVERY_TIME_BAGGAGE_PREFIXES)):
-            context = Context()
-        else:
-            prefixed = [key for key in hmap if key.startswith(_BAGGAGE_PREFIXES)]
-            # Hand the propagator a small str dict of just the headers it reads: with the default getter that is
-            # MeshPropagator's fast extract (a third of the instructions of reading the byte map through a getter,
-            # which makes it try every format and scan every name).
-            carrier = {key.decode("latin-1"): hmap[key].decode("latin-1") for key in (*present, *prefixed)}
-            context = self.propagator.extract(carrier)
-        if b"x-envoy-force-trace" in hmap or b"x-client-trace-id" in hmap:
-            context = set_value(_FORCE, True, context)
+        # Most requests at the edge carry no trace or force header at all: skip the propagator's dozen lookups
+        # then. Which of the headers matter is known per layout of header names (clients repeat theirs).
+        layout = tuple(hmap)
+        headers = self._layouts.get(layout)
+        if headers is None:
+            headers = self._learn(layout)
+        context = self._extract(hmap, *headers) if headers[0] or headers[1] else _EMPTY
         lane = self._lane
-        if lane is None or not lane.current(self.tracer):
+        # Per span, only what the SDK's API changes on a live tracer (encoded_lane checked the rest).
+        if lane is None or not lane.unchanged(self.tracer):
             lane = self._lane = encoded_lane(self.tracer)
         if lane is not None:
             started = lane.start(context)
@@ -174,6 +176,32 @@ class HopTracer:
                 return HopSpan(span_context, parent, name, start_ns, sampled, lane), context
         return start_span(self.tracer, name, context, self.kind, start_time=start_ns), context
 
+    def _learn(self, layout: tuple[bytes, ...]) -> tuple[frozenset[bytes], tuple[bytes, ...]]:
+        """The trace and force headers among the header names `layout`, and the baggage-prefixed ones (cached)."""
+        headers = (self._watched.intersection(layout),
+                   tuple(key for key in layout if key.startswith(_BAGGAGE_PREFIXES)))
+        if len(self._layouts) >= 256:
+            self._layouts.clear()
+        self._layouts[layout] = headers
+        return headers
+
+    def _extract(self, hmap: Mapping[bytes, bytes], present: frozenset[bytes], prefixed: tuple[bytes, ...],
+                 ) -> Context:
+        """The context of a request carrying trace, baggage or force headers (`present`: the trace and force
+        headers it has; `prefixed`: its baggage-prefixed ones)."""
+        names = present.intersection(self.extract_names)
+        if names or prefixed:
+            # Hand the propagator a small str dict of just the headers it reads: with the default getter that is
+            # MeshPropagator's fast extract (a third of the instructions of reading the byte map through a getter,
+            # which makes it try every format and scan every name).
+            carrier = {key.decode("latin-1"): hmap[key].decode("latin-1") for key in (*names, *prefixed)}
+            context = self.propagator.extract(carrier)
+        else:
+            context = Context()
+        if b"x-envoy-force-trace" in present or b"x-client-trace-id" in present:
+            context = set_value(_FORCE, True, context)
+        return context
+
     def inject(self, span: trace.Span, context: Context, out: Headers) -> tuple[bytes, bytes] | None:
         """Append the configured trace headers for `span` to `out` (which must not hold any already).
 
@@ -181,11 +209,15 @@ class HopTracer:
         and so does `x-request-id`, which the connection manager owns. Returns the span's hex trace and span
         ids when it rendered them itself (the hop record then needs no second formatting), else None.
         """
-        render = self._render
-        if render is not None and _plain(context):
-            sc = span.get_span_context()
-            if sc.is_valid:
-                return self._inject_bytes(render, span, sc, out)
+        if self._render is not None and (not context or _plain(context)):
+            if span.__class__ is HopSpan:   # the encoded lane's: its parent is valid or None
+                rendered = self._inject_bytes(span.context, span.parent, out)
+            else:   # SDK spans know their parent; a non-recording one does not
+                parent = getattr(span, "parent", None)
+                rendered = self._inject_bytes(span.get_span_context(), parent if isinstance(parent, SpanContext)
+                                              and parent.is_valid else None, out)
+            if rendered is not None:
+                return rendered
         carrier: dict[str, str] = {}
         self.propagator.inject(carrier, context=trace.set_span_in_context(span, context))
         names = self._inject_names
@@ -200,39 +232,25 @@ class HopTracer:
                 out.append((key, value.encode("latin-1")))
         return None
 
-    def _inject_bytes(self, render: tuple[str, ...], span: trace.Span, sc: SpanContext,
-                      out: Headers) -> tuple[bytes, bytes]:
-        """What `MeshPropagator.inject` writes for a decided context without debug or baggage, as bytes."""
-        trace_id = b"%032x" % sc.trace_id
-        span_id = b"%016x" % sc.span_id
-        parent = getattr(span, "parent", None)     # SDK spans know their parent; a non-recording one does not
-        parent_id = b"%016x" % parent.span_id if isinstance(parent, SpanContext) and parent.is_valid else None
-        trace_flags = sc.trace_flags
-        sampled = trace_flags & 0x01    # int arithmetic on the TraceFlags int, not its Python-level properties
-        for name in render:
-            if name == "tracecontext":
-                out.append((b"traceparent", b"00-%s-%s-%02x" % (trace_id, span_id, trace_flags & 0x03)))
-                trace_state = sc.trace_state
-                # The shared empty TraceState (every root span's) is skipped without its Python-level len().
-                if trace_state is not DEFAULT_TRACE_STATE and trace_state:
-                    out.append((b"tracestate", trace_state.to_header().encode("latin-1")))
-            elif name == "b3multi":
-                out.append((b"x-b3-traceid", trace_id))
-                out.append((b"x-b3-spanid", span_id))
-                if parent_id is not None:
-                    out.append((b"x-b3-parentspanid", parent_id))
-                out.append((b"x-b3-sampled", b"1" if sampled else b"0"))
-            elif name == "b3":
-                single = b"%s-%s-%s" % (trace_id, span_id, b"1" if sampled else b"0")
-                out.append((b"b3", single if parent_id is None else single + b"-" + parent_id))
-            elif name == "jaeger":
-                out.append((b"uber-trace-id", b"%s:%s:%s:%s" % (trace_id, span_id, parent_id or _NO_PARENT,
-                                                                 b"01" if sampled else b"00")))
-            else:   # ottrace
-                out.append((b"ot-tracer-traceid", trace_id[16:] if sc.trace_id >> 64 == 0 else trace_id))
-                out.append((b"ot-tracer-spanid", span_id))
-                out.append((b"ot-tracer-sampled", b"true" if sampled else b"false"))
-        return trace_id, span_id
+    def _inject_bytes(self, sc: SpanContext, parent: SpanContext | None, out: Headers) -> tuple[bytes, bytes] | None:
+        """What `MeshPropagator.inject` writes for a decided context without debug or baggage, as bytes, by the
+        renderer (proxy.trace_render) for the kind of context this is; None (nothing written) for an invalid one."""
+        if TUPLE_CONTEXT:   # the fields without five Python-level properties
+            trace_id, span_id, _, trace_flags, trace_state, valid = sc
+        else:  # pragma: no cover - an API whose SpanContext is laid out differently
+            trace_id, span_id, trace_flags, trace_state, valid = (sc.trace_id, sc.span_id, sc.trace_flags,
+                                                                  sc.trace_state, sc.is_valid)
+        if not valid:
+            return None
+        parent_id = None if parent is None else parent.span_id
+        # The shared empty TraceState (every root span's) is told without its Python-level len().
+        state = trace_state is not DEFAULT_TRACE_STATE and bool(trace_state)
+        key = (trace_flags & 0x03, parent_id is None, state, trace_id >> 64 == 0)
+        render = self._renderers.get(key)
+        if render is None:  # at most 32 of them
+            render = self._renderers[key] = renderer(self._render or (), *key)
+        return render(trace_id, span_id, parent_id, trace_state.to_header().encode("latin-1") if state else None,
+                      out)
 
     def _authority(self, authority: str) -> tuple[str, int | None]:
         parts = self._authorities.get(authority)

@@ -16,12 +16,20 @@ from encoded_support import otlp_processor, queued_provider
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -40,6 +48,7 @@ from meshtrace.exporters.file import OtlpJsonFileExporter
 from meshtrace.exporters.otlp import FastOTLPSpanExporter, direct_session
 from meshtrace.exporters.otlp_wire import encode_spans
 from meshtrace.processor import DroppingBatchSpanProcessor
+from meshtrace.sampling import HintedSampler, known_decision
 
 IDS64 = st.integers(min_value=1, max_value=(1 << 64) - 1)
 IDS128 = st.integers(min_value=1, max_value=(1 << 128) - 1)
@@ -229,3 +238,49 @@ def test_no_encoded_lane_for_a_disabled_tracer_or_one_counting_its_spans(monkeyp
     counted = TracerProvider(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
     counted.add_span_processor(otlp_processor())
     assert encoded_lane(counted.get_tracer("t")) is None
+
+
+def test_a_root_span_without_trace_headers_draws_both_ids_at_once_and_decides_by_the_root_rule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's RandomIdGenerator: one 192-bit draw, never a zero id; the decision is the sampler's for the id."""
+    from meshtrace import encodedlane
+    from meshtrace.proxy.tracing import ProxySampler
+
+    sampler = HintedSampler(ProxySampler(ParentBased(TraceIdRatioBased(0.5))))
+    provider, _ = queued_provider(sampler)
+    lane = encoded_lane(provider.get_tracer("t"))
+    assert lane is not None
+    seen = set()
+    for _ in range(200):
+        started = lane.start(Context())
+        assert started is not None
+        context, parent, recording, sampled = started
+        assert parent is None
+        assert context.is_valid
+        assert context.trace_flags.random_trace_id
+        known = known_decision(sampler, Context(), None, context.trace_id)
+        assert known is not None
+        assert sampled is recording is (known[0] is Decision.RECORD_AND_SAMPLE) is context.trace_flags.sampled
+        seen.add(context.trace_id)
+    assert len(seen) == 200
+    for draw in (0, 5 << 64, 5):     # a zero trace id, span id or both: the generator draws again, as ever
+        monkeypatch.setattr(encodedlane, "_getrandbits", lambda bits, draw=draw: draw)
+        started = lane.start(Context())
+        assert started is not None
+        assert started[0].is_valid
+        assert started[0].trace_id not in {0, 5}
+
+
+def test_a_lane_kept_per_span_is_left_when_the_sdk_api_changes_the_tracer() -> None:
+    provider, _ = queued_provider(ALWAYS_ON)
+    tracer = provider.get_tracer("t")
+    lane = encoded_lane(tracer)
+    assert lane is not None
+    assert lane.unchanged(tracer)
+    assert not lane.unchanged(provider.get_tracer("other"))
+    config = tracer._tracer_config  # type: ignore[attr-defined]
+    config.is_enabled = False
+    assert not lane.unchanged(tracer)
+    config.is_enabled = True
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    assert not lane.unchanged(tracer)

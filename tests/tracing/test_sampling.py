@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from meshtrace.propagation._context import set_debug, set_sampling_deferred, set_sampling_hint
-from meshtrace.sampling import HintedSampler, build_sampler
+from meshtrace.sampling import HintedSampler, build_sampler, declare_attribute_blind, known_decision, root_rule
 from meshtrace.settings import SAMPLERS
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
@@ -132,3 +144,50 @@ def test_an_undecided_flag_on_a_local_parent_changes_nothing() -> None:
     local = SpanContext(TRACE_ID, 0xB7AD6B7169203331, is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT))
     context = set_sampling_deferred(True, trace.set_span_in_context(NonRecordingSpan(local)))
     assert decide(HintedSampler(build_sampler("parentbased_always_on")), context) is DROP
+
+
+RATIO_TRACE_IDS = st.one_of(st.integers(1, (1 << 128) - 1), st.sampled_from([1, (1 << 64) - 1, 1 << 64, 1 << 127]))
+
+
+def _root_samplers() -> list[Sampler]:
+    from opentelemetry.sdk.trace.sampling import StaticSampler
+
+    from meshtrace.proxy.tracing import ProxySampler  # the sidecar's wrapper, declared with `on_empty`
+
+    leaves: list[Sampler] = [ALWAYS_ON, ALWAYS_OFF, StaticSampler(Decision.RECORD_ONLY), TraceIdRatioBased(0.0),
+                             TraceIdRatioBased(0.25), TraceIdRatioBased(1.0)]
+    return [wrap(leaf) for leaf in leaves for wrap in (
+        lambda s: s, ParentBased, HintedSampler, lambda s: HintedSampler(ParentBased(s)),
+        lambda s: HintedSampler(ProxySampler(ParentBased(s))),  # the sidecar's
+        lambda s: ParentBased(ParentBased(HintedSampler(s))))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_root_samplers()), RATIO_TRACE_IDS)
+def test_the_root_rule_is_the_known_decision_on_an_empty_context(sampler: Sampler, trace_id: int) -> None:
+    """What a root span on an empty context (a request without trace headers) is decided by, read once."""
+    rule = root_rule(sampler)
+    assert rule is not None
+    bound, below, above = rule
+    decision = below if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < bound else above
+    assert (decision, None) == known_decision(sampler, Context(), None, trace_id)
+    assert decision is decide(sampler, Context(), trace_id)
+
+
+def test_no_root_rule_where_the_decision_is_not_known_here() -> None:
+    class Own(Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "Own"
+
+    assert root_rule(Own()) is None
+    assert root_rule(HintedSampler(ParentBased(Own()))) is None
+    # A declared wrapper without `on_empty` is not seen through, though its decide function is known.
+    declare_attribute_blind(Own, decide=lambda sampler, *_: (Decision.DROP, None))
+    try:
+        assert root_rule(Own()) is None
+        assert known_decision(Own(), Context(), None, 1) == (Decision.DROP, None)
+    finally:
+        declare_attribute_blind(Own)
