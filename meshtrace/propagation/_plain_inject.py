@@ -16,18 +16,20 @@ A client integration that has just started an SDK span under the current context
 span)`: the first such call renders through `pairs` and remembers the context object, the span's parent and
 what the template was built from; the next child started under that very context (the context is immutable, so
 identity means it holds the same debug flag, baggage, request id and parent span) is checked only on the
-child's own fields read as tuple items (trace id, flags, trace state by identity, valid, not remote) and goes
-straight to the template (kept as each value's parts around the span id, so only the values that hold the span
-id are built), skipping every context look-up. A property test holds it equal to `pairs`.
+child's own fields and goes straight to the template (kept as each value's parts around the span id, so only
+the values that hold the span id are built), skipping every context look-up. The fields are an SDK span's
+`_context` and `_parent`, read directly when its type keeps the SDK's accessors for them, and the span
+context's trace id, flags, trace state (by identity), validity and remoteness, read as tuple items when the
+installed API lays SpanContext out so. A property test holds it equal to `pairs`.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context, get_current
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, _Span
 from opentelemetry.trace import Span, SpanContext, TraceFlags, TraceState
 
 from meshtrace.propagation import b3, jaeger, ottrace, requestid, tracecontext
@@ -72,6 +74,14 @@ def _tuple_layout() -> bool:
 
 # Read at import: child_pairs reads a span context's fields as tuple items (no property call each) only then.
 _TUPLE_LAYOUT: Final = _tuple_layout()
+_SDK_GETTERS: Final = (ReadableSpan.get_span_context, _Span.get_span_context)
+
+
+def _reads_fields(span_type: type) -> bool:
+    """True for an SDK span type whose span context and parent are its `_context` and `_parent` fields as they
+    are (the SDK's own accessors, not overridden): child_pairs then reads the fields, without two calls."""
+    return issubclass(span_type, ReadableSpan) and getattr(span_type, "get_span_context", None) in _SDK_GETTERS \
+        and getattr(span_type, "parent", None) is ReadableSpan.parent
 
 
 class PlainInjector:
@@ -122,9 +132,9 @@ class PlainInjector:
         """`pairs` of `context` with `span` current, for a span just started under `context` (its parent)."""
         child = self._child
         if child[0] is context and type(span) is child[1]:
-            sc = span.get_span_context()
+            # The SDK's get_span_context()/parent return these fields as they are (checked for the type).
+            sc, parent = span._context, span._parent  # type: ignore[attr-defined]
             # sc[5]: valid; sc[2]: remote. The rest of what pairs() checks depends on the context alone.
-            parent = span.parent  # type: ignore[attr-defined]  # the type is a ReadableSpan: see _first_child
             if parent is child[2] and sc[0] == child[3] and sc[3] == child[4] and sc[4] is child[5] and sc[5] \
                     and not sc[2]:
                 # Each value is its parts joined by the span id in hex (a value without one is a single part,
@@ -136,9 +146,9 @@ class PlainInjector:
     def _first_child(self, context: Context, span: Span) -> Pairs | None:
         """`pairs` the general way, remembering what lets the next sibling of `span` take the template."""
         pairs = self.pairs(Context({**context, _SPAN_KEY: span}))
-        if pairs is None or not _TUPLE_LAYOUT or not isinstance(span, ReadableSpan):
+        if pairs is None or not _TUPLE_LAYOUT or not _reads_fields(type(span)):
             return pairs
-        sc, parent = span.get_span_context(), span.parent
+        sc, parent = span.get_span_context(), cast(ReadableSpan, span).parent
         if sc.is_remote or not isinstance(parent, SpanContext) or not parent.is_valid:
             return pairs
         template = self._template

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
 from opentelemetry.context import Context, set_value
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider, _Span
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -165,3 +165,20 @@ def test_a_span_of_another_parent_in_the_same_trace_gets_its_own_parent_id() -> 
     sent = dict(propagator.child_headers(first_parent, span))
     assert sent["x-b3-traceid"] == f"{server.get_span_context().trace_id:032x}"
     assert sent["x-b3-parentspanid"] == f"{trace.get_current_span(second_parent).get_span_context().span_id:016x}"
+
+
+class _Relabelled(_Span):
+    """A span type with its own accessor: what it says, not its field, is the span context sent."""
+
+    def get_span_context(self) -> SpanContext:
+        own = super().get_span_context()
+        return SpanContext(own.trace_id, own.span_id ^ 0xFF, False, own.trace_flags, own.trace_state)
+
+
+def test_a_span_type_with_its_own_accessor_is_asked_through_it() -> None:
+    parent = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, False, TraceFlags(1))
+    context = trace.set_span_in_context(NonRecordingSpan(parent), Context())
+    propagator = MeshPropagator(["b3multi"])
+    for span_id in (0x1111, 0x2222):
+        span = _Relabelled("GET", SpanContext(parent.trace_id, span_id, False, TraceFlags(1)), parent=parent)
+        assert dict(propagator.child_headers(context, span))["x-b3-spanid"] == f"{span_id ^ 0xFF:016x}"
