@@ -184,7 +184,7 @@ class ClientTracer:
         inner = otel_context.Context({**current, _SPAN_KEY: span, SUPPRESS_HTTP_KEY: True})
         textmap = propagate.get_global_textmap()
         if type(textmap) is MeshPropagator:
-            self.write_headers(headers, textmap.child_headers(current, span))
+            self.write_headers(headers, textmap.child_headers(current, span, inner))
         else:
             textmap.inject(headers, inner)
         return _Call(self, span, otel_context.attach(inner) if var is None else var.set(inner), var)

@@ -13,8 +13,9 @@ so a sibling's headers are one `replace` and one `split` of it. Anything else re
 takes each format's own renderer, which a property test holds equal to this one.
 
 A client integration that has just started an SDK span under the current context asks `child_pairs(context,
-span)`: the first such call renders through `pairs` and remembers the context object, the span's parent and
-what the template was built from; the next child started under that very context (the context is immutable, so
+span)`: the first such call renders through `pairs` and notes the context object (many requests make one
+outbound call only, and they pay nothing more); the second child under it also remembers the span's parent
+and what the template was built from; the next child started under that very context (the context is immutable, so
 identity means it holds the same debug flag, baggage, request id and parent span) is checked only on the
 child's own fields and goes straight to the template (kept as each value's parts around the span id, so only
 the values that hold the span id are built), skipping every context look-up. The fields are an SDK span's
@@ -87,7 +88,7 @@ def _reads_fields(span_type: type) -> bool:
 class PlainInjector:
     """Renders the configured `formats` (canonical names) plus `x-request-id` for plain contexts."""
 
-    __slots__ = ("_child", "_codes", "_last", "_template")
+    __slots__ = ("_child", "_codes", "_last", "_pending", "_template")
 
     def __init__(self, formats: tuple[str, ...]) -> None:
         self._codes = tuple(code for name in formats if (code := _CODES[name]) is not None)
@@ -100,6 +101,7 @@ class PlainInjector:
         # (context, span type, parent span context, trace id, flags, trace state, header names, values template)
         # for child_pairs: see the module doc. Replaced whole, as _last.
         self._child = _NO_CHILD
+        self._pending: Context | None = None  # the context of the last first child: see child_pairs
 
     def pairs(self, context: Context | None) -> Pairs | None:
         """Every (header, value) to send for `context`, or None when it is not plain."""
@@ -128,8 +130,9 @@ class PlainInjector:
         self._last = (sc, parent_id, request_id, pairs)
         return pairs
 
-    def child_pairs(self, context: Context, span: Span) -> Pairs | None:
-        """`pairs` of `context` with `span` current, for a span just started under `context` (its parent)."""
+    def child_pairs(self, context: Context, span: Span, inner: Context | None = None) -> Pairs | None:
+        """`pairs` of `context` with `span` current (`inner`, when the caller has that context already), for a
+        span just started under `context` (its parent)."""
         child = self._child
         if child[0] is context and type(span) is child[1]:
             # The SDK's get_span_context()/parent return these fields as they are (checked for the type).
@@ -141,11 +144,16 @@ class PlainInjector:
                 # which join returns as it is); to_bytes().hex() is "%016x" for a valid span id, and cheaper.
                 # Names and parts come from one template, so they pair up without zip's strict check.
                 return tuple(zip(child[6], map(sc[1].to_bytes(8, "big").hex().join, child[7]), strict=False))
-        return self._first_child(context, span)
+        pairs = self.pairs(Context({**context, _SPAN_KEY: span}) if inner is None else inner)
+        if self._pending is not context:
+            # A first child under this context: many requests make a single outbound call, so what lets a
+            # sibling take the template is only worked out for a second child.
+            self._pending = context
+            return pairs
+        return self._remember_child(context, span, pairs)
 
-    def _first_child(self, context: Context, span: Span) -> Pairs | None:
-        """`pairs` the general way, remembering what lets the next sibling of `span` take the template."""
-        pairs = self.pairs(Context({**context, _SPAN_KEY: span}))
+    def _remember_child(self, context: Context, span: Span, pairs: Pairs | None) -> Pairs | None:
+        """`pairs`, as rendered for `span`; remembers what lets the next sibling of `span` take the template."""
         if pairs is None or not _TUPLE_LAYOUT or not _reads_fields(type(span)):
             return pairs
         sc, parent = span.get_span_context(), cast(ReadableSpan, span).parent

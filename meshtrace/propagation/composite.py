@@ -208,14 +208,15 @@ class MeshPropagator(textmap.TextMapPropagator):
         self.inject(carrier, context)
         return tuple(carrier.items())
 
-    def child_headers(self, context: Context, span: Span) -> tuple[tuple[str, str], ...]:
-        """`headers_for` a copy of `context` with `span` as its current span, `span` having just been started
-        under `context`: what a client integration sends for its new CLIENT span. A sibling of the last such
-        span (same parent context) takes the plain render's template without reading the context again."""
-        pairs = self._plain.child_pairs(context, span)
+    def child_headers(self, context: Context, span: Span, inner: Context | None = None) -> tuple[tuple[str, str], ...]:
+        """`headers_for` a copy of `context` with `span` as its current span (`inner`, when the caller has made
+        that context already), `span` having just been started under `context`: what a client integration sends
+        for its new CLIENT span. Siblings of such a span (same parent context) take the plain render's template
+        without reading the context again."""
+        pairs = self._plain.child_pairs(context, span, inner)
         if pairs is not None:
             return pairs
-        return self.headers_for(trace.set_span_in_context(span, context))
+        return self.headers_for(trace.set_span_in_context(span, context) if inner is None else inner)
 
     @property
     def fields(self) -> set[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import baggage as otel_baggage
@@ -40,11 +41,12 @@ _OWN_STATES = (TraceState([("vendor", "n0")]), TraceState([("vendor", "n1")]))
 
 
 class _NewStateEachSpan(Sampler):
-    """Records every span, sampled or not in turn, with a trace state not its parent's (the SDK's samplers pass
-    the parent's on)."""
+    """Records every span, sampled or only recorded in turn, with a trace state not its parent's (the SDK's
+    samplers pass the parent's on): one of two in turn, or always the same one."""
 
-    def __init__(self) -> None:
+    def __init__(self, states: tuple[TraceState, ...] = _OWN_STATES) -> None:
         self._count = 0
+        self._states = states
 
     def should_sample(  # noqa: PLR0917 - the SDK's signature
             self, parent_context: Context | None, trace_id: int, name: str, kind: SpanKind | None = None,
@@ -52,7 +54,7 @@ class _NewStateEachSpan(Sampler):
                       trace_state: TraceState | None = None) -> SamplingResult:
         self._count += 1
         decision = Decision.RECORD_AND_SAMPLE if self._count % 3 else Decision.RECORD_ONLY
-        return SamplingResult(decision, None, _OWN_STATES[self._count % 2])
+        return SamplingResult(decision, None, self._states[self._count % len(self._states)])
 
     def get_description(self) -> str:
         return "new trace state each span"
@@ -63,8 +65,10 @@ _SAMPLERS: dict[str, Sampler] = {
     "off": ALWAYS_OFF,
     "parent-or-half": ParentBased(TraceIdRatioBased(0.5)),
     "new-state": _NewStateEachSpan(),
+    "own-state": _NewStateEachSpan(_OWN_STATES[:1]),
 }
 _PROVIDERS = {name: TracerProvider(sampler=sampler) for name, sampler in _SAMPLERS.items()}
+_SUPPRESS_HTTP = "suppress_http_instrumentation"  # what the client integrations add to the inner context
 _STATE = TraceState([("vendor", "x1")])
 # Parents often share a trace (several spans of one request), so a child must not take a sibling's parent.
 _TRACE_IDS = st.sampled_from([0x4BF92F3577B34DA6A3CE929D0E0E4736]) | st.integers(1, (1 << 128) - 1) | st.integers(
@@ -111,19 +115,20 @@ def _parents(draw: st.DrawFn) -> Context:
     return context
 
 
-# (context asked with, context the span was started under: usually the same, sampler, span builder)
+# (context asked with, context the span was started under: usually the same, sampler, span builder, whether the
+# caller passes the context with the span current, as the client integrations do)
 _CALLS = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2) | st.none(), st.sampled_from(sorted(_SAMPLERS)),
-                            st.sampled_from(["sdk", "light"])), min_size=1, max_size=8)
+                            st.sampled_from(["sdk", "light"]), st.booleans()), min_size=1, max_size=8)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_parents(), min_size=1, max_size=3), _CALLS,
        st.sampled_from([None, ("tracecontext",), ("b3", "jaeger"), ("ottrace", "b3multi", "baggage")]))
 def test_child_headers_equal_headers_for_with_the_span_current(
-    parents: list[Context], calls: list[tuple[int, int | None, str, str]], formats: tuple[str, ...] | None
+    parents: list[Context], calls: list[tuple[int, int | None, str, str, bool]], formats: tuple[str, ...] | None
 ) -> None:
     propagator = MeshPropagator(formats)
-    for which, started_under, sampler, builder in calls:
+    for which, started_under, sampler, builder, pass_inner in calls:
         context = parents[which % len(parents)]
         under = context if started_under is None else parents[started_under % len(parents)]
         tracer = _PROVIDERS[sampler].get_tracer("client")
@@ -132,7 +137,8 @@ def test_child_headers_equal_headers_for_with_the_span_current(
         else:
             span = start_span(tracer, "GET", under, SpanKind.CLIENT, {"http.request.method": "GET"})
         expected = MeshPropagator(formats).headers_for(trace.set_span_in_context(span, context))
-        assert propagator.child_headers(context, span) == expected
+        inner = set_value(_SUPPRESS_HTTP, True, trace.set_span_in_context(span, context)) if pass_inner else None
+        assert propagator.child_headers(context, span, inner) == expected
         span.end()
 
 
@@ -141,16 +147,19 @@ def test_siblings_differ_in_their_span_id_only() -> None:
     with tracer.start_as_current_span("server") as server:
         context = set_request_id("rid-7", trace.set_span_in_context(server, Context()))
         propagator = MeshPropagator()
-        first, second = (tracer.start_span("GET", context) for _ in range(2))
+        first, second, third = (tracer.start_span("GET", context) for _ in range(3))
         one = dict(propagator.child_headers(context, first))
-        assert propagator._plain._child[0] is context  # the second sibling takes the template
         two = dict(propagator.child_headers(context, second))
+        assert propagator._plain._child[0] is context  # the third sibling takes the template
+        three = dict(propagator.child_headers(context, third))
     assert one["x-b3-spanid"] == f"{first.get_span_context().span_id:016x}"
     assert two["x-b3-spanid"] == f"{second.get_span_context().span_id:016x}"
     assert two["x-b3-parentspanid"] == one["x-b3-parentspanid"] == f"{server.get_span_context().span_id:016x}"
     assert {k: v for k, v in one.items() if first.get_span_context().span_id.to_bytes(8, "big").hex() not in v} == {
         k: v for k, v in two.items() if second.get_span_context().span_id.to_bytes(8, "big").hex() not in v}
-    assert two["x-request-id"] == "rid-7"
+    assert two["x-request-id"] == three["x-request-id"] == "rid-7"
+    assert three["x-b3-spanid"] == f"{third.get_span_context().span_id:016x}"
+    assert three["x-b3-parentspanid"] == one["x-b3-parentspanid"]
 
 
 def test_a_span_of_another_parent_in_the_same_trace_gets_its_own_parent_id() -> None:
@@ -159,7 +168,8 @@ def test_a_span_of_another_parent_in_the_same_trace_gets_its_own_parent_id() -> 
         first_parent = trace.set_span_in_context(tracer.start_span("handler-a"), Context())
         second_parent = trace.set_span_in_context(tracer.start_span("handler-b"), Context())
     propagator = MeshPropagator(["b3multi"])
-    propagator.child_headers(first_parent, tracer.start_span("GET", first_parent))
+    for _ in range(2):  # the second child under first_parent makes its siblings take the template
+        propagator.child_headers(first_parent, tracer.start_span("GET", first_parent))
     # Asked with the first parent's context, but started under the second: its own parent id is sent.
     span = tracer.start_span("GET", second_parent)
     sent = dict(propagator.child_headers(first_parent, span))
@@ -179,6 +189,20 @@ def test_a_span_type_with_its_own_accessor_is_asked_through_it() -> None:
     parent = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, False, TraceFlags(1))
     context = trace.set_span_in_context(NonRecordingSpan(parent), Context())
     propagator = MeshPropagator(["b3multi"])
-    for span_id in (0x1111, 0x2222):
+    for span_id in (0x1111, 0x2222, 0x3333):
         span = _Relabelled("GET", SpanContext(parent.trace_id, span_id, False, TraceFlags(1)), parent=parent)
         assert dict(propagator.child_headers(context, span))["x-b3-spanid"] == f"{span_id ^ 0xFF:016x}"
+
+
+@pytest.mark.parametrize("sampler", ["own-state", "new-state"])
+def test_siblings_send_their_own_flags_and_trace_state(sampler: str) -> None:
+    # The sampler decides per span: recorded-only siblings (flags 00) and sampled ones (01), with one trace state
+    # or another, share the template only where they agree.
+    tracer = _PROVIDERS[sampler].get_tracer("client")
+    parent = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, False, TraceFlags(1))
+    context = trace.set_span_in_context(NonRecordingSpan(parent), Context())
+    propagator = MeshPropagator(["tracecontext"])
+    for _ in range(8):
+        span = tracer.start_span("GET", context)
+        expected = MeshPropagator(["tracecontext"]).headers_for(trace.set_span_in_context(span, context))
+        assert propagator.child_headers(context, span) == expected
