@@ -10,33 +10,56 @@ builds the very same `_Span` subclass instance directly when the tracer is confi
 - a sampler known not to read start attributes nor return any (`meshtrace.sampling.is_attribute_blind`);
   it is still asked for every span, with the span's context, trace id, name and kind, exactly as the SDK does,
   except that the SDK's samplers and HintedSampler are evaluated by `meshtrace.sampling.known_decision`
-  (their logic, without a SamplingResult and the three context look-ups per span);
+  (their logic, without a SamplingResult and the three context look-ups per span), and a root span on an empty
+  context by the sampler's `root_rule` (one comparison on the trace id);
 - a `SynchronousMultiSpanProcessor` (the SDK's default) holding any processors: each one's `on_start` is
   called with the span (attributes already in place, as at SDK start), except those known to ignore it;
   `_on_ending` only where a processor overrides it; `on_end` with the span itself. That is safe because the
   span is immutable once ended, like the SDK's ReadableSpan copy: every mutator checks `_end_time` under the
-  span's lock and the attribute mapping is frozen at end.
+  span's lock. The SDK's own Batch/SimpleSpanProcessor are skipped at end for a span that is not sampled (their
+  `on_end` returns at once), and a sampled span goes straight to the BatchSpanProcessor's queue (`emit`, what
+  its `on_end` calls after the sampled check).
 
-Events and links start as an empty tuple and become the SDK's BoundedList on the first `add_event`/`add_link`
-(an empty tuple exports as an empty BoundedList does: nothing, nothing dropped). Start attributes go straight
-into the BoundedAttributes' dict when they are plain, non-empty-keyed `str`/`int`/`float`/`bool` values and
-fit the count limit; anything else goes through BoundedAttributes as in the SDK. The SDK's internal tracer
-metrics hook (`Tracer._tracer_metrics`, off unless OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED) is called the
-same way when it is on. The per-tracer facts are cached in a `_Plan`, checked on every call (the sampler,
-processors, limits, tracer config or metrics object replaced, or a limit or the enabled flag changed in place,
-means a new plan); the tracer's resource is read on every call, so the resource the SDK updates after fork()
-is the one spans carry.
+With the SDK's RandomIdGenerator and a sampler whose decision is known without `should_sample`, a root span's
+trace id and span id come from one `random.getrandbits(192)`: the low 128 bits are exactly what
+`getrandbits(128)` would return and the high 64 what the following `getrandbits(64)` would (CPython fills the
+bits from its 32-bit words low word first), so the ids equal the SDK's draw for draw.
+
+Storage is kept lean, because a finished span waits in the export queue and every GC-tracked object it holds
+is scanned by each collection meanwhile:
+
+- fields that are the same for every span (no events, no links, UNSET status, the exception flags) are class
+  attributes until a span sets its own, and the rest are set one by one on the instance, whose values CPython
+  then keeps inline without a separate `__dict__` object;
+- the attributes are a plain dict (holding only str/int/float/bool values, it is not even tracked by the GC)
+  for as long as every value written is plain, under the count limit and not re-set; anything else turns it
+  into the SDK's BoundedAttributes (`_bounded()`) and goes through the SDK's code. A dict exports exactly as a
+  BoundedAttributes that dropped nothing (`dropped_attributes` is 0 for both);
+- events and links start as an empty tuple and become the SDK's BoundedList on the first `add_event`/`add_link`
+  (an empty tuple exports as an empty BoundedList does: nothing, nothing dropped);
+- at `end()` the span's lock is swapped, under itself, for one lock shared by ended spans: every later mutator
+  takes that lock, finds `_end_time` set and refuses, so no per-span lock needs to outlive the span's life.
+
+Start attributes go straight into the dict when they are plain, non-empty-keyed `str`/`int`/`float`/`bool`
+values and fit the count limit; anything else goes through BoundedAttributes as in the SDK. The SDK's internal
+tracer metrics hook (`Tracer._tracer_metrics`, off unless OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED) is called
+the same way when it is on. The per-tracer facts are cached in a `_Plan`, checked on every call (the sampler,
+id generator, processors, limits, tracer config or metrics object replaced, or a limit or the enabled flag
+changed in place, means a new plan); the tracer's resource is read on every call, so the resource the SDK
+updates after fork() is the one spans carry.
 
 tests/tracing/test_light_span.py holds the exported spans equal to the SDK's field by field.
 """
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
@@ -49,12 +72,22 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler, TraceIdRatioBased
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AttributeValue
 
-from meshtrace.sampling import is_attribute_blind, known_decision, trace_id_for
+from meshtrace.sampling import HintedSampler, RootRule, is_attribute_blind, known_decision, root_rule
 
 try:  # private, and only in recent SDKs (pyproject allows older ones: their tracers simply take the SDK path)
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
@@ -66,7 +99,6 @@ __all__ = ["QUIET_ON_START", "LightSpan", "plain_attributes", "start_light_span"
 _PLAIN = frozenset({str, int, bool, float})
 _STR = frozenset({str})
 _UNSET = Status(StatusCode.UNSET)
-_NO_ATTRIBUTES: Mapping[str, Any] = {}
 #: `on_start` implementations known to ignore the span (the SDK's own processors and the base class).
 QUIET_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
 #: `_on_ending` implementations that do nothing (the SDK's own processors and the base class).
@@ -75,20 +107,39 @@ _QUIET_ON_ENDING = frozenset({SpanProcessor._on_ending, BatchSpanProcessor._on_e
 #: The SDK's default span limits, as (span attributes, attribute length, span attribute length, events, links,
 #: event attributes, link attributes): with any other value the SDK path applies them.
 _DEFAULT_LIMITS = (128, None, None, 128, 128, 128, 128)
+#: The attribute count limit every light span has (the default limits are a condition of the light path).
+_MAX_ATTRIBUTES = _DEFAULT_LIMITS[0]
 #: Trace flags by (sampled, random trace id): the four TraceFlags values a span can get.
 _FLAGS = {(sampled, random): TraceFlags((TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
                                         | (TraceFlags.RANDOM_TRACE_ID if random else 0))
           for sampled in (False, True) for random in (False, True)}
-_get_current_span = trace.get_current_span
+_SAMPLE = Decision.RECORD_AND_SAMPLE
+_RECORD_ONLY = Decision.RECORD_ONLY
+_TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+_MAX_TRACE_ID = (1 << 128) - 1
+_MAX_SPAN_ID = (1 << 64) - 1
 _new_object = object.__new__
+_new_tuple = tuple.__new__
+_new_lock = threading.Lock
+_get_current = otel_context.get_current
+_ApiSpan = trace.Span
+# SpanContext is a tuple (trace id, span id, remote, flags, state, valid) built by a Python-level __new__ that
+# fills defaults and checks the ids: a light span's ids are already known valid, so where the installed API lays
+# the tuple out so (checked here, once), it is built directly.
+_DIRECT = tuple(SpanContext(1, 1, False, _FLAGS[True, True], None)) == (1, 1, False, _FLAGS[True, True],
+                                                                          DEFAULT_TRACE_STATE, True)
+#: What every ended light span locks instead of its own lock (see `LightSpan.end`).
+_ENDED_LOCK = threading.Lock()
 
 
 class LightSpan(_Span):
     """An SDK span (`opentelemetry.sdk.trace.Span`, `ReadableSpan`) started by `start_light_span`.
 
-    Behaves as the SDK's span in every public respect; two storage details differ, both invisible through
-    the ReadableSpan API: events and links are allocated on first use, and `on_end` receives the ended span
-    itself rather than a copy (it refuses every change once ended, as the copy would).
+    Behaves as the SDK's span in every public respect; storage details differ, all invisible through the
+    ReadableSpan API: attributes are a plain dict until a write needs the SDK's BoundedAttributes, events and
+    links are allocated on first use, constant fields live on the class, the lock is shared once the span has
+    ended, and `on_end` receives the ended span itself rather than a copy (it refuses every change once ended,
+    as the copy would).
     """
 
     _attributes: Any
@@ -96,6 +147,94 @@ class LightSpan(_Span):
     _links: Any
     _span_processor: Any
     _plan: _Plan
+    _ends: tuple[Callable[[Any], object], ...]
+
+    # The same for every span until one sets its own (an instance attribute then hides these).
+    _events = ()
+    _links = ()
+    _status = _UNSET
+    _trace_config = None
+    _record_exception = False
+    _set_status_on_exception = False
+    _record_end_metrics: Callable[[], None] | None = None
+
+    def _bounded(self) -> None:
+        """From here on the attributes are the SDK's BoundedAttributes, for a write only the SDK's code gets right.
+
+        Built as the SDK built it at start (the default limits are a condition of the light path)."""
+        with self._lock:
+            attributes = self._attributes
+            if type(attributes) is dict and self._end_time is None:
+                bounded = BoundedAttributes(_MAX_ATTRIBUTES, None, False, None)
+                bounded._dict = attributes  # every value in it is plain: nothing to clean or copy
+                self._attributes = bounded
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        if type(value) in _PLAIN and type(key) is str and key:
+            with self._lock:
+                attributes = self._attributes
+                if (self._end_time is None and type(attributes) is dict
+                        and (key in attributes or len(attributes) < _MAX_ATTRIBUTES)):
+                    if key in attributes:
+                        del attributes[key]  # as BoundedAttributes: a re-set key moves to the end
+                    attributes[key] = value
+                    return
+        self._bounded()
+        super().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        if plain_attributes(attributes):
+            with self._lock:
+                own = self._attributes
+                if (self._end_time is None and type(own) is dict
+                        and len(own) + len(attributes) <= _MAX_ATTRIBUTES):
+                    if own.keys().isdisjoint(attributes):
+                        own.update(attributes)
+                    else:
+                        for key, value in attributes.items():
+                            if key in own:
+                                del own[key]
+                            own[key] = value
+                    return
+        self._bounded()
+        super().set_attributes(attributes)
+
+    def add_plain_attribute(self, key: str, value: AttributeValue) -> bool:
+        """`set_attribute(key, value)` for a key the span does not have yet and a plain value, without the
+        SDK's validation and copy; False, having changed nothing, where that could differ from the SDK (not a
+        plain value or non-empty key, the key already set, the count limit reached, or the span ended)."""
+        if type(value) not in _PLAIN or type(key) is not str or not key:
+            return False
+        with self._lock:
+            attributes = self._attributes
+            if (self._end_time is not None or type(attributes) is not dict or key in attributes
+                    or len(attributes) >= _MAX_ATTRIBUTES):
+                return False
+            attributes[key] = value
+            return True
+
+    def rename_and_add(self, name: str, attributes: Mapping[str, AttributeValue]) -> bool:
+        """`update_name(name)` and `set_attributes(attributes)` under one lock, for attributes the span does not
+        have yet with plain values; False, having changed nothing, where that could differ from the SDK (a key
+        not a non-empty `str`, a value not plain, a key already set, the count limit, or the span ended)."""
+        for key, value in attributes.items():  # a loop: cheaper than set-based checks on a handful of items
+            if type(key) is not str or not key or type(value) not in _PLAIN:
+                return False
+        with self._lock:
+            own = self._attributes
+            if (self._end_time is not None or type(own) is not dict or len(own) + len(attributes) > _MAX_ATTRIBUTES
+                    or not own.keys().isdisjoint(attributes)):
+                return False
+            self._name = name
+            own.update(attributes)
+            return True
+
+    def update_name(self, name: str) -> None:
+        with self._lock:
+            if self._end_time is None:
+                self._name = name
+                return
+        logger.warning("Tried calling %s on an ended span.", "update_name")
 
     def _add_event(self, event: Any) -> None:
         with self._lock:
@@ -117,89 +256,101 @@ class LightSpan(_Span):
                 return
         logger.warning("Tried calling %s on an ended span.", "_add_link")
 
-    def add_plain_attribute(self, key: str, value: AttributeValue) -> bool:
-        """`set_attribute(key, value)` for a key the span does not have yet and a plain value, without the
-        SDK's validation and copy; False, having changed nothing, where that could differ from the SDK (not a
-        plain value or non-empty key, the key already set, the count limit reached, or the span ended)."""
-        if type(value) not in _PLAIN or type(key) is not str or not key:
-            return False
-        with self._lock:
-            attributes = self._attributes
-            raw = attributes._dict
-            maxlen = attributes.maxlen
-            if (self._end_time is not None or attributes._immutable or attributes.max_value_len is not None
-                    or key in raw or (maxlen is not None and len(raw) >= maxlen)):
-                return False
-            raw[key] = value
-            return True
-
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
             if self._start_time is None:
                 raise RuntimeError("Calling end() on a not started span.")
-            if self._end_time is not None:
-                logger.warning("Calling end() on an ended span.")
-                return
-            self._end_time = end_time if end_time is not None else time_ns()
-            self._attributes._immutable = True
+            ended = self._end_time is not None
+            if not ended:
+                self._end_time = end_time if end_time is not None else time_ns()
+                attributes = self._attributes
+                if type(attributes) is not dict:
+                    attributes._immutable = True
+                # Every mutator checks _end_time under the lock it reads now, so from here on the shared lock
+                # does for this one: a thread already waiting on this span's own lock finds the span ended too.
+                self._lock = _ENDED_LOCK
+        if ended:
+            logger.warning("Calling end() on an ended span.")
+            return
         if self._record_end_metrics is not None:
             self._record_end_metrics()
+        plan = self._plan
         multi = self._span_processor
-        plan: _Plan = self._plan
         if multi._span_processors is plan.processors:
             for on_ending in plan.on_ending:
                 on_ending(self)
-            for on_end in plan.on_end:
+            for on_end in self._ends:
                 on_end(self)
         else:  # a processor was added since the span started: the SDK would call it, so do we
             multi._on_ending(self)
             multi.on_end(self)
 
 
+def _always_known(sampler: object, depth: int = 0) -> bool:
+    """True when `known_decision` decides for `sampler` whatever the context (and draws no random number):
+    the SDK's samplers and HintedSampler over them."""
+    kind = type(sampler)
+    known: Any = sampler
+    if depth > 8:
+        return False
+    if kind is StaticSampler or kind is TraceIdRatioBased:
+        return True
+    if kind is ParentBased:
+        return all(_always_known(getattr(known, child, None), depth + 1) for child in (
+            "_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+            "_local_parent_not_sampled"))
+    if kind is HintedSampler:
+        return _always_known(known.delegate, depth + 1)
+    return False
+
+
+def _end_calls(processors: tuple[SpanProcessor, ...], sampled: bool) -> tuple[Callable[[Any], object], ...]:
+    """The `on_end` call per processor for a sampled or a recorded-only span, the SDK's own processors' checks
+    done once here: they ignore a span that is not sampled, and the batch one queues a sampled one."""
+    calls: list[Callable[[Any], object]] = []
+    for processor in processors:
+        kind = type(processor)
+        own = "on_end" in getattr(processor, "__dict__", ())  # a patched instance: call what it has
+        if kind is BatchSpanProcessor and not own:
+            emit = getattr(getattr(processor, "_batch_processor", None), "emit", None)
+            if sampled:
+                calls.append(emit if callable(emit) else processor.on_end)
+        elif kind is SimpleSpanProcessor and not own:
+            if sampled:
+                calls.append(processor.on_end)
+        else:
+            calls.append(processor.on_end)
+    return tuple(calls)
+
+
 class _Plan:
     """What a tracer's configuration means for its light spans, valid while its parts stay the same objects."""
 
-    __slots__ = ("config", "limits", "metrics", "metrics_hook", "on_end", "on_ending", "on_start", "processors",
-                 "sampler", "template", "tracer")
+    __slots__ = ("config", "draw_once", "ends_recorded", "ends_sampled", "ids", "info", "limits", "metrics",
+                 "metrics_hook", "multi", "on_ending", "on_start", "processors", "root", "sampler", "scope",
+                 "tracer")
 
-    def __init__(self, tracer: SdkTracer, processors: tuple[SpanProcessor, ...]) -> None:
+    def __init__(self, tracer: SdkTracer, multi: Any, processors: tuple[SpanProcessor, ...]) -> None:
         self.tracer = tracer
         self.sampler = tracer.sampler
+        self.ids = tracer.id_generator
+        self.multi = multi
         self.processors = processors
         self.limits = tracer._span_limits
         self.config = tracer._tracer_config
         self.metrics_hook = tracer._tracer_metrics
         # The hook is called per span only when it is the real one (internal metrics enabled).
         self.metrics = None if type(self.metrics_hook) is NoOpTracerMetrics else self.metrics_hook
+        self.info = tracer.instrumentation_info
+        self.scope = tracer._instrumentation_scope
         self.on_start = tuple(p.on_start for p in processors if type(p).on_start not in QUIET_ON_START)
         self.on_ending = tuple(p._on_ending for p in processors if type(p)._on_ending not in _QUIET_ON_ENDING)
-        self.on_end = tuple(p.on_end for p in processors)
-        # Every field _Span.__init__ sets that is the same for all of this tracer's spans.
-        self.template: dict[str, Any] = {
-            "_instrumentation_info": tracer.instrumentation_info,
-            "_instrumentation_scope": tracer._instrumentation_scope,
-            "_end_time": None,
-            "_events": (),
-            "_links": (),
-            "_status": _UNSET,
-            "_sampler": self.sampler,
-            "_trace_config": None,
-            "_record_exception": False,
-            "_set_status_on_exception": False,
-            "_span_processor": tracer.span_processor,
-            "_limits": self.limits,
-            "_record_end_metrics": None,
-            "_plan": self,
-        }
-
-    def current(self, tracer: SdkTracer, multi: Any) -> bool:
-        # Identities, plus the two mutable values a plan relies on: the SDK reads the tracer config's flag
-        # and the limits per span, so a flag or limit changed in place must end the plan too.
-        limits = self.limits
-        return (self.tracer is tracer and self.sampler is tracer.sampler and limits is tracer._span_limits
-                and self.processors is multi._span_processors and self.config is tracer._tracer_config
-                and self.metrics_hook is tracer._tracer_metrics and self.config.is_enabled is True
-                and _limit_values(limits) == _DEFAULT_LIMITS)
+        self.ends_sampled = _end_calls(processors, True)
+        self.ends_recorded = _end_calls(processors, False)
+        #: A root span's ids in one draw: only where that is the SDK's very draw (see the module docstring).
+        self.draw_once = type(self.ids) is RandomIdGenerator and _always_known(self.sampler)
+        #: The sampler's decision for a root span on an empty context, as one comparison (None: ask per span).
+        self.root: RootRule | None = root_rule(self.sampler)
 
 
 def _limit_values(limits: SpanLimits) -> tuple[int | None, ...]:
@@ -229,12 +380,10 @@ def _same_refusal(refused: tuple[tuple[object, ...], object], now: tuple[tuple[o
 
 
 def _plan_for(tracer: trace.Tracer) -> _Plan | None:
+    """The tracer's plan, made anew (the cached one did not match the tracer any more), or None."""
     if type(tracer) is not SdkTracer:
         return None
     multi = tracer.span_processor
-    plan = _plans.get(id(tracer))
-    if plan is not None and plan.current(tracer, multi):
-        return plan
     refused = _refusals.get(id(tracer))
     if refused is not None and _same_refusal(refused, _refusal_key(tracer, multi)):
         return None
@@ -270,7 +419,7 @@ def _new_plan(tracer: SdkTracer, multi: object) -> _Plan | None:
         return None
     if not all(isinstance(processor, SpanProcessor) for processor in processors):
         return None
-    return _Plan(tracer, processors)
+    return _Plan(tracer, multi, processors)
 
 
 def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
@@ -280,45 +429,118 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
     kind: SpanKind,
     attributes: Mapping[str, AttributeValue] | None,
     start_time: int | None,
+    owned: bool = False,
 ) -> trace.Span | None:
     """`tracer.start_span(name, context, kind, attributes, (), start_time, False, False)` done lighter,
-    or None when `tracer` is not configured in a way this path reproduces exactly (the caller uses the SDK)."""
-    plan = _plan_for(tracer)
-    if plan is None:
-        return None
-    sdk: SdkTracer = plan.tracer
-    parent: SpanContext | None = _get_current_span(context).get_span_context()
-    if parent is not None and not isinstance(parent, SpanContext):
-        raise TypeError("parent_span_context must be a SpanContext or None.")
-    ids = sdk.id_generator
-    parent, trace_id, random_trace_id = trace_id_for(ids, parent)
-    known = known_decision(plan.sampler, context, parent, trace_id)
-    from_sampler: Mapping[str, Any]
-    if known is None:
-        result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
-        decision, trace_state, from_sampler = result.decision, result.trace_state, result.attributes
+    or None when `tracer` is not configured in a way this path reproduces exactly (the caller uses the SDK).
+
+    `owned`: `attributes` is a dict made for this span alone, its keys non-empty `str`s and its values plain
+    (the caller checked): the span keeps it as its attribute dict, unchecked and uncopied."""
+    sdk: Any = tracer
+    plan = _plans.get(id(tracer))
+    # The plan's parts, and the two mutable values it relies on (the SDK reads the tracer config's flag and the
+    # limits per span, so a flag or limit changed in place ends the plan too), checked inline: this runs per span.
+    if (plan is None or plan.tracer is not tracer or plan.sampler is not sdk.sampler or plan.ids is not sdk.id_generator
+            or plan.multi is not sdk.span_processor or plan.processors is not plan.multi._span_processors
+            or plan.limits is not sdk._span_limits or plan.config is not sdk._tracer_config
+            or plan.metrics_hook is not sdk._tracer_metrics or plan.config.is_enabled is not True
+            or _limit_values(plan.limits) != _DEFAULT_LIMITS):
+        plan = _plan_for(tracer)
+        if plan is None:
+            return None
+
+    # The parent, as trace.get_current_span(context).get_span_context() and the SDK's validity rule give it.
+    ctx = context if context is not None else _get_current()
+    parent: SpanContext | None = None
+    if ctx:
+        current = ctx.get(_SPAN_KEY)
+        if current is not None and isinstance(current, _ApiSpan):
+            parent = current.get_span_context()
+            if parent is not None:
+                if not isinstance(parent, SpanContext):
+                    raise TypeError("parent_span_context must be a SpanContext or None.")
+                if not parent.is_valid:
+                    parent = None
+
+    ids: Any = plan.ids
+    span_id = 0
+    trace_state = None
+    from_sampler: Mapping[str, Any] | None = None
+    if parent is None:
+        if plan.draw_once:
+            bits = random.getrandbits(192)
+            trace_id = bits & _MAX_TRACE_ID
+            span_id = bits >> 128
+            if not trace_id or not span_id:  # pragma: no cover - one chance in 2**64
+                trace_id = trace_id or ids.generate_trace_id()
+                span_id = span_id or ids.generate_span_id()
+            random_id = True
+        else:
+            trace_id = ids.generate_trace_id()
+            random_id = ids.is_trace_id_random()
+        rule = plan.root
+        if rule is not None and not ctx:
+            decision = rule[1] if trace_id & _TRACE_ID_LIMIT < rule[0] else rule[2]
+        else:
+            known = known_decision(plan.sampler, context, None, trace_id)
+            if known is None:
+                result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
+                decision, trace_state, from_sampler = result.decision, result.trace_state, result.attributes
+            else:
+                decision, trace_state = known
     else:
-        (decision, trace_state), from_sampler = known, _NO_ATTRIBUTES
-    sampled = decision is Decision.RECORD_AND_SAMPLE
-    span_context = SpanContext(trace_id, ids.generate_span_id(), False, _FLAGS[sampled, bool(random_trace_id)],
-                               trace_state)
+        trace_id = parent.trace_id
+        random_id = parent.trace_flags.random_trace_id
+        known = known_decision(plan.sampler, context, parent, trace_id)
+        if known is None:
+            result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
+            decision, trace_state, from_sampler = result.decision, result.trace_state, result.attributes
+        else:
+            decision, trace_state = known
+    if not span_id:
+        span_id = ids.generate_span_id()
+
+    sampled = decision is _SAMPLE
+    flags = _FLAGS[sampled, bool(random_id)]
+    if _DIRECT:
+        span_context = _new_tuple(SpanContext, (
+            trace_id, span_id, False, flags, DEFAULT_TRACE_STATE if trace_state is None else trace_state,
+            0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID))
+    else:  # pragma: no cover - an API whose SpanContext is laid out differently
+        span_context = SpanContext(trace_id, span_id, False, flags, trace_state)
     record_end = plan.metrics.start_span(parent, decision) if plan.metrics is not None else None
-    if not sampled and decision is not Decision.RECORD_ONLY:
+    if not sampled and decision is not _RECORD_ONLY:
         return NonRecordingSpan(span_context)
 
     span: LightSpan = _new_object(LightSpan)
-    fields = plan.template.copy()
-    fields["_name"] = name
-    fields["_context"] = span_context
-    fields["_parent"] = parent
-    fields["_kind"] = kind
-    fields["_resource"] = sdk.resource
-    fields["_lock"] = threading.Lock()
-    fields["_attributes"] = _start_attributes(plan.limits, attributes, from_sampler)
-    fields["_start_time"] = start_time if start_time is not None else time_ns()
+    span._name = name
+    span._context = span_context
+    span._parent = parent
+    span._kind = kind
+    span._resource = sdk.resource
+    span._instrumentation_info = plan.info
+    span._instrumentation_scope = plan.scope
+    span._sampler = plan.sampler
+    span._span_processor = plan.multi
+    span._limits = plan.limits
+    span._lock = _new_lock()
+    if from_sampler:
+        # Outside the blind-sampler contract, but honoured as the SDK would: the sampler's attributes win.
+        span._attributes = _bounded_attributes({**(attributes or {}), **from_sampler})
+    elif owned and len(attributes) <= _MAX_ATTRIBUTES:  # type: ignore[arg-type]
+        span._attributes = attributes
+    elif not attributes:
+        span._attributes = {}
+    elif len(attributes) <= _MAX_ATTRIBUTES and plain_attributes(attributes):
+        span._attributes = dict(attributes)
+    else:
+        span._attributes = _bounded_attributes(attributes)
+    span._start_time = start_time if start_time is not None else time_ns()
+    span._end_time = None
+    span._plan = plan
+    span._ends = plan.ends_sampled if sampled else plan.ends_recorded
     if record_end is not None:
-        fields["_record_end_metrics"] = record_end
-    span.__dict__ = fields
+        span._record_end_metrics = record_end
     for on_start in plan.on_start:
         on_start(span, parent_context=context)
     return span
@@ -333,17 +555,11 @@ def plain_attributes(attributes: Mapping[str, Any]) -> bool:
         map(type, attributes.values()))
 
 
-def _start_attributes(limits: SpanLimits, attributes: Mapping[str, AttributeValue] | None,
-                      from_sampler: Mapping[str, Any]) -> BoundedAttributes:
-    maxlen = limits.max_span_attributes
-    if from_sampler:
-        # Outside the blind-sampler contract, but honoured as the SDK would: the sampler's attributes win.
-        attributes = {**(attributes or {}), **from_sampler}
-    bounded = BoundedAttributes(maxlen, None, False, None)
-    if attributes:
-        if (maxlen is None or len(attributes) <= maxlen) and plain_attributes(attributes):
-            bounded._dict = dict(attributes)
-        else:
-            bounded._set_items(attributes)
+def _bounded_attributes(attributes: Mapping[str, AttributeValue]) -> Any:
+    """Start attributes the plain dict cannot hold as the SDK would (a value to copy, a key to drop, too many),
+    in the SDK's own BoundedAttributes; plain ones that fit are kept as a dict."""
+    if len(attributes) <= _MAX_ATTRIBUTES and plain_attributes(attributes):
+        return dict(attributes)
+    bounded = BoundedAttributes(_MAX_ATTRIBUTES, None, False, None)
+    bounded._set_items(attributes)
     return bounded
-

@@ -18,6 +18,11 @@ meshtrace makes carry a handful of plain `str`/`int`/`bool`/`float` values that 
   Either way the span is started with `record_exception=False, set_status_on_exception=False`: callers attach
   the span's context themselves (no `use_span`) and record exceptions and status explicitly.
 
+- `start_owned_span(tracer, ...)` is `start_span` for an attribute dict the caller built for the span alone and
+  whose values it checked where it read them (the WSGI server span): a light span keeps that dict as is.
+- On a light span, `set_clean_attributes` is the span's own `set_attributes`, which writes plain values into
+  its plain attribute dict (see meshtrace.lightspan).
+
 The resulting span is an ordinary SDK span: exporters and processors see the same ReadableSpan as with
 `tracer.start_span(name, context, kind, attributes)`; tests/tracing/test_span_fast_path.py holds them equal.
 """
@@ -33,16 +38,18 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.util.types import AttributeValue
 
-from meshtrace.lightspan import QUIET_ON_START, plain_attributes, start_light_span
+from meshtrace.lightspan import QUIET_ON_START, LightSpan, plain_attributes, start_light_span
 from meshtrace.sampling import declare_attribute_blind, is_attribute_blind
 
-__all__ = ["declare_attribute_blind", "set_clean_attributes", "start_span"]
-
+__all__ = ["declare_attribute_blind", "set_clean_attributes", "start_owned_span", "start_span"]
 
 
 def set_clean_attributes(span: trace.Span, attributes: Mapping[str, AttributeValue]) -> None:
     """`span.set_attributes(attributes)`, skipping the SDK's per-value copy when nothing could tell."""
     if not attributes:
+        return
+    if type(span) is LightSpan:
+        span.set_attributes(attributes)  # its own checks, without the SDK's copy when nothing could tell
         return
     bounded: Any = getattr(span, "_attributes", None)
     raw = getattr(bounded, "_dict", None)
@@ -81,6 +88,28 @@ def start_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
     span = start_light_span(tracer, name, context, kind, attributes, start_time)
     if span is not None:
         return span
+    return _sdk_start(tracer, name, context, kind, attributes, start_time)
+
+
+def start_owned_span(tracer: trace.Tracer, name: str, context: Context | None, kind: trace.SpanKind,
+                     attributes: dict[str, AttributeValue]) -> trace.Span:
+    """`start_span` for a dict built for this span alone, whose keys the caller knows to be non-empty `str`s
+    and values plain `str`/`int`/`float`/`bool`s (it checked them where it read them): a light span keeps the
+    dict itself, neither checked again nor copied. The caller must not touch it afterwards."""
+    span = start_light_span(tracer, name, context, kind, attributes, None, owned=True)
+    if span is not None:
+        return span
+    return _sdk_start(tracer, name, context, kind, attributes, None)
+
+
+def _sdk_start(  # noqa: PLR0917  (Tracer.start_span's own parameters)
+    tracer: trace.Tracer,
+    name: str,
+    context: Context | None,
+    kind: trace.SpanKind,
+    attributes: Mapping[str, AttributeValue] | None,
+    start_time: int | None,
+) -> trace.Span:
     if attributes and _attributes_may_follow(tracer):
         span = tracer.start_span(name, context, kind, None, (), start_time, False, False)
         set_clean_attributes(span, attributes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -309,7 +310,7 @@ def test_every_mutator_refuses_once_ended_and_on_end_sees_the_final_span() -> No
     assert recorder.ended == [ended]
     assert recorder.ending == ["s"]
     with pytest.raises(TypeError):
-        ended._attributes["x"] = 1  # type: ignore[index]
+        ended.attributes["x"] = 1  # type: ignore[index]  # read-only to a processor, as the SDK's copy is
 
 
 def test_processor_added_after_start_still_gets_on_end() -> None:
@@ -487,6 +488,70 @@ def test_a_forked_child_spans_carry_the_childs_resource() -> None:
         result = json.loads(pipe.read() or "{}")
     os.waitpid(pid, 0)
     assert result == {"light": True, "current": True, "updated": True}
+
+
+@pytest.mark.parametrize("sampler", ["hinted-parentbased-on", "hinted-ratio-0", "ratio-1"])
+def test_root_ids_drawn_at_once_equal_the_sdks_draw_for_draw(sampler: str) -> None:
+    # The SDK's own RandomIdGenerator: a light root span takes its two ids from one getrandbits(192).
+    contexts = []
+    for light in (False, True):
+        provider = TracerProvider(sampler=SAMPLERS[sampler](), shutdown_on_exit=False)
+        tracer = provider.get_tracer("t")
+        random.seed(7)
+        spans = [meshtrace.start_span(tracer, "s", Context(), SpanKind.SERVER, {"a": 1}) if light else
+                 tracer.start_span("s", Context(), SpanKind.SERVER, {"a": 1}) for _ in range(5)]
+        assert all(type(span) is LightSpan for span in spans) is (light and spans[0].is_recording())
+        contexts.append([span.get_span_context() for span in spans])
+    assert contexts[1] == contexts[0]
+
+
+def _writes(span: Any) -> None:
+    """Attribute writes that the plain dict must either do as BoundedAttributes does or hand over to it."""
+    span.set_attribute("url.path", "/moved-to-the-end")  # a re-set key moves to the end
+    span.set_attributes({"a": 1, "server.port": 9090, "b": 2.5})  # overlapping keys
+    span.set_attribute("flag", True)
+    for number in range(130):  # past the count limit: the oldest are evicted and counted
+        span.set_attribute(f"k{number}", number)
+    span.set_attribute("tags", ["x", "y"])  # a list: copied into a tuple
+
+
+@pytest.mark.parametrize("writes", ["plain", "with-limit-and-lists"])
+def test_attribute_writes_give_the_sdks_attributes(writes: str) -> None:
+    def scenario(provider: TracerProvider, light: bool) -> None:
+        tracer = provider.get_tracer("t")
+        span: Any = (meshtrace.start_span(tracer, "GET", None, SpanKind.SERVER, ATTRIBUTES, T0) if light else
+                     tracer.start_span("GET", None, SpanKind.SERVER, ATTRIBUTES, start_time=T0))
+        if writes == "plain":
+            span.set_attribute("url.path", "/moved")
+            span.set_attributes({"a": 1, "server.port": 9090})
+        else:
+            _writes(span)
+        span.end(T0 + 1)
+
+    plain, light = run_both(make_provider, scenario)
+    assert [fields(span) for span in light] == [fields(span) for span in plain]
+    assert encodings(light) == encodings(plain)
+
+
+def test_rename_and_add_equals_update_name_and_set_attributes() -> None:
+    def scenario(provider: TracerProvider, light: bool) -> None:
+        span: Any = meshtrace.start_span(provider.get_tracer("t"), "GET", None, SpanKind.SERVER, ATTRIBUTES, T0)
+        added = {"http.route": "/users/<int:uid>", "http.response.status_code": 200}
+        if not (light and span.rename_and_add("GET /users/<int:uid>", added)):
+            span.update_name("GET /users/<int:uid>")
+            span.set_attributes(added)
+        span.end(T0 + 1)
+
+    plain, light = run_both(make_provider, scenario)
+    assert [fields(span) for span in light] == [fields(span) for span in plain]
+    provider, _ = make_provider()
+    span: Any = meshtrace.start_span(provider.get_tracer("t"), "GET", None, SpanKind.SERVER, ATTRIBUTES, T0)
+    assert not span.rename_and_add("renamed", {"url.path": "/again"})  # a key it has: the SDK would move it
+    assert not span.rename_and_add("renamed", {"tags": ["a"]})  # not plain
+    assert span.name == "GET"
+    span.end(T0 + 1)
+    assert not span.rename_and_add("renamed", {"late": 1})
+    assert span.name == "GET"
 
 
 @pytest.fixture(autouse=True)
