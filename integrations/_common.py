@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from contextvars import ContextVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from meshtrace import __version__
 from meshtrace.integrations._base import logger
 
 __all__ = [
+    "CONTEXT_RUNTIME",
+    "CONTEXT_VAR",
+    "CURRENT_SPAN_KEY",
     "EXCLUDED_URLS_VARS",
     "SUPPRESS_HTTP_KEY",
     "SUPPRESS_KEY",
@@ -30,6 +35,19 @@ __all__ = [
 SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
 SUPPRESS_HTTP_KEY = _SUPPRESS_HTTP_INSTRUMENTATION_KEY
 _LEGACY_SUPPRESS_KEY = "suppress_instrumentation"
+#: The context key OpenTelemetry keeps the current span under, learnt through the public API (it is private).
+CURRENT_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
+
+# The ContextVar behind OpenTelemetry's current context, when its default runtime context is in use:
+# get_current/attach/detach are then exactly `CONTEXT_VAR.get()`/`.set()`/`.reset()` (the same calls without
+# two wrapper frames each); any other runtime context (OTEL_PYTHON_CONTEXT) is only reached through the API.
+# A caller checks per request that `otel_context._RUNTIME_CONTEXT is CONTEXT_RUNTIME` (it may be swapped).
+CONTEXT_RUNTIME = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+CONTEXT_VAR: ContextVar[otel_context.Context] | None = (
+    getattr(CONTEXT_RUNTIME, "_current_context", None) if type(CONTEXT_RUNTIME) is ContextVarsRuntimeContext
+    else None)
+if not isinstance(CONTEXT_VAR, ContextVar):  # pragma: no cover - depends on the installed API
+    CONTEXT_RUNTIME = CONTEXT_VAR = None
 
 #: Comma-separated regexes, searched in the request path; first found wins.
 EXCLUDED_URLS_VARS = ("MESHTRACE_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")

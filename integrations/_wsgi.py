@@ -8,12 +8,19 @@ route)`: it detaches the context, names the span `{method} {route}`, sets the re
 returns the body wrapped so the span ends when the server closes it — a streamed body keeps the span open
 until its last chunk, a plain one costs a single extra `close()`. `fail(exc)` is the exception path.
 Every step is guarded: a failure in telemetry is logged and the request proceeds.
+
+Per request, the usual case costs little: with OpenTelemetry's default contextvars runtime context the context
+is read, attached and detached on its ContextVar directly; the start attributes, all str per PEP 3333 (checked
+as they are read), become a light span's attribute dict as they are (`start_owned_span`); and the usual answer
+(a route, a status below 500) renames the span and adds its two attributes under one lock
+(`LightSpan.rename_and_add`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -22,10 +29,18 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshtrace.integrations._base import Switch, log_failure
-from meshtrace.integrations._common import TracerCache, host_and_port, is_suppressed
+from meshtrace.integrations._common import (
+    CONTEXT_RUNTIME,
+    CONTEXT_VAR,
+    CURRENT_SPAN_KEY,
+    TracerCache,
+    host_and_port,
+    is_suppressed,
+)
+from meshtrace.lightspan import LightSpan
 from meshtrace.propagation import CaseInsensitiveGetter, MeshPropagator
 from meshtrace.propagation.environ import environ_headers, environ_key
-from meshtrace.spans import set_clean_attributes, start_span
+from meshtrace.spans import set_clean_attributes, start_owned_span, start_span
 
 __all__ = ["SPAN_KEY", "EnvironGetter", "ServerTracer", "StartResponse", "extract_parent", "wsgi_wrapper"]
 
@@ -94,10 +109,11 @@ class _Body:
 class _Request:
     """One traced request: its span, the context token, the status the app answered."""
 
-    __slots__ = ("_server", "_start_response", "ended", "environ", "method", "route", "span", "status", "token")
+    __slots__ = ("_server", "_start_response", "_var", "ended", "environ", "method", "route", "span", "status",
+                 "token")
 
     def __init__(self, server: ServerTracer, environ: dict[str, Any], method: str, span: trace.Span,  # noqa: PLR0917
-                 token: object, start_response: StartResponse) -> None:
+                 token: Any, start_response: StartResponse, var: ContextVar[otel_context.Context] | None) -> None:
         self._server = server
         self.environ = environ
         self.method = method
@@ -107,6 +123,17 @@ class _Request:
         self.route: str | None = None
         self.ended = False
         self._start_response = start_response
+        self._var = var
+
+    def _detach(self) -> None:
+        var = self._var
+        if var is None:
+            otel_context.detach(self.token)
+            return
+        try:
+            var.reset(self.token)
+        except Exception:  # another context's token (a generator resumed elsewhere): the API logs it
+            otel_context.detach(self.token)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
         # Called by the framework while its request state is still there: read the matched route now.
@@ -120,12 +147,16 @@ class _Request:
     def finish(self, result: Iterable[bytes]) -> Iterable[bytes]:
         """The app returned: set the outcome on the span; end it now or when the body is closed."""
         try:
-            otel_context.detach(self.token)  # type: ignore[arg-type]
+            self._detach()
             span = self.span
             status = self.status
             route = self.route
             code = int(status[:3]) if status else 0
-            if span.is_recording():
+            if (type(span) is LightSpan and route is not None and 0 < code < 500
+                    and span.rename_and_add(f"{self.method} {route}",
+                                            {"http.route": route, "http.response.status_code": code})):
+                pass  # the usual answer, written in one go (the branch below does the same the general way)
+            elif span.is_recording():
                 if route is not None:
                     span.update_name(f"{self.method} {route}")
                     set_clean_attributes(span, {"http.route": route, "http.response.status_code": code})
@@ -147,7 +178,7 @@ class _Request:
     def fail(self, exc: BaseException) -> None:
         """The app raised: record it (unless a framework hook already did), end the span."""
         try:
-            otel_context.detach(self.token)  # type: ignore[arg-type]
+            self._detach()
             span = self.span
             if span.is_recording():
                 route = self.route or self._server.route_of(self.environ)
@@ -266,7 +297,8 @@ class ServerTracer:
         excluded = self.excluded
         if excluded is not None and excluded.search(path):
             return None
-        current = otel_context.get_current()
+        var = CONTEXT_VAR if getattr(otel_context, "_RUNTIME_CONTEXT", None) is CONTEXT_RUNTIME else None
+        current = otel_context.get_current() if var is None else var.get()
         if current:  # usually empty when a request starts: then nothing is suppressed and no span is active
             if is_suppressed(current):
                 return None
@@ -276,6 +308,9 @@ class ServerTracer:
 
         method: str = environ.get("REQUEST_METHOD") or "GET"
         scheme: str = environ.get("wsgi.url_scheme") or "http"
+        # PEP 3333 makes every value read here a str; `plain` stays True while that holds (checked as each is
+        # read), and the span then keeps this dict as its attributes without checking or copying it again.
+        plain = type(method) is str and type(path) is str and type(scheme) is str
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.path": path,
@@ -288,10 +323,12 @@ class ServerTracer:
         host = environ.get("HTTP_HOST")
         if host:
             address, port = host_and_port(host, scheme)
+            plain = plain and type(host) is str
         else:
             address = environ.get("SERVER_NAME") or ""
             port_text = environ.get("SERVER_PORT")
             port = int(port_text) if port_text and port_text.isdigit() else None
+            plain = plain and type(address) is str
         if address:
             attributes["server.address"] = address
         if port is not None:
@@ -299,21 +336,29 @@ class ServerTracer:
         query = environ.get("QUERY_STRING")
         if query:
             attributes["url.query"] = query
+            plain = plain and type(query) is str
         client = environ.get("REMOTE_ADDR")
         if client:
             attributes["client.address"] = client
+            plain = plain and type(client) is str
         agent = environ.get("HTTP_USER_AGENT")
         if agent:
             attributes["user_agent.original"] = agent
+            plain = plain and type(agent) is str
         protocol = _PROTOCOLS.get(environ.get("SERVER_PROTOCOL") or "")
         if protocol:
             attributes["network.protocol.version"] = protocol
 
         parent = extract_parent(propagate.get_global_textmap(), environ, current)
-        span = start_span(self.tracer.get(), method, parent, _SERVER, attributes)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        if plain:
+            span = start_owned_span(self.tracer.get(), method, parent, _SERVER, attributes)
+        else:
+            span = start_span(self.tracer.get(), method, parent, _SERVER, attributes)
+        # trace.set_span_in_context(span, parent) as one copy of the context.
+        inner = otel_context.Context({**parent, CURRENT_SPAN_KEY: span})
+        token = otel_context.attach(inner) if var is None else var.set(inner)
         environ[SPAN_KEY] = span
-        return _Request(self, environ, method, span, token, start_response)
+        return _Request(self, environ, method, span, token, start_response, var)
 
 
 def route_name(route: str) -> str:

@@ -78,3 +78,24 @@ def test_no_trace_header_means_no_extraction_at_all() -> None:
 def test_snapshot_keeps_only_header_strings_under_their_header_names() -> None:
     environ = {"HTTP_X_B3_TRACEID": "abc", "HTTP_HOST": "h", "HTTP_x_odd": "no", "PATH_INFO": "/", "HTTP_RAW": b"b"}
     assert environ_headers(environ) == {"x-b3-traceid": "abc", "host": "h"}
+
+
+def test_a_value_outside_pep_3333_gets_the_sdks_treatment_not_the_unchecked_path() -> None:
+    # The server span keeps its attribute dict unchecked only while every environ value it read is a str.
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from meshtrace.integrations._wsgi import ServerTracer
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = ServerTracer("wsgi-test", lambda environ: None)
+    server.tracer.use(provider)
+    for query, exported in ((["a", "b"], ("a", "b")), ("a=1", "a=1")):
+        request = server.start({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": query}, lambda *a: None)
+        assert request is not None
+        request.start_response("200 OK", [])
+        request.finish([b"ok"])
+        assert dict(exporter.get_finished_spans()[-1].attributes or {})["url.query"] == exported  # list: a tuple
