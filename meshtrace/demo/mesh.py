@@ -18,7 +18,6 @@ from pathlib import Path
 
 from meshtrace.demo.processes import Child, Supervisor, free_port
 from meshtrace.errors import MeshtraceError
-from meshtrace.proxy.split import SEED_ENV as SPLIT_SEED_ENV
 
 __all__ = ["Jaeger", "Mesh", "Workload", "find_examples", "find_jaeger_binary", "plan", "start_jaeger",
            "start_mesh", "tool"]
@@ -114,6 +113,10 @@ def _service_entries(workloads: list[Workload]) -> str:
                     f"  hosts: [{app}]\n  ports:\n    - {{number: 9080, name: http, protocol: HTTP}}\n"
                     f"  resolution: STATIC\n  location: MESH_INTERNAL\n  endpoints:\n{endpoints}\n")
     return "---\n".join(docs)
+
+
+#: The sidecars' split seed variable (meshtrace.proxy.split.SEED_ENV, named here: the core does not import the proxy).
+SPLIT_SEED_ENV = "MESHTRACE_SPLIT_SEED"
 
 
 def base_env(exporter_env: Mapping[str, str]) -> dict[str, str]:

@@ -39,3 +39,9 @@ def test_differently_weighted_splits_of_one_seed_draw_differently(monkeypatch: p
     halves = WeightedChoice(["a", "b"], [50, 50], random.Random())
     thirds = WeightedChoice(["a", "b"], [50, 51], random.Random())
     assert [halves.pick() for _ in range(64)] != [thirds.pick() for _ in range(64)]
+
+
+def test_the_demo_sets_the_variable_the_proxy_reads() -> None:
+    from meshtrace.demo.mesh import SPLIT_SEED_ENV
+
+    assert SPLIT_SEED_ENV == SEED_ENV
