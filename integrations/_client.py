@@ -24,11 +24,17 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshtrace.integrations._base import Switch, log_failure
-from meshtrace.integrations._common import SUPPRESS_HTTP_KEY, TracerCache, host_and_port, is_suppressed
+from meshtrace.integrations._common import (
+    CONTEXT_RUNTIME,
+    CONTEXT_VAR,
+    SUPPRESS_HTTP_KEY,
+    TracerCache,
+    host_and_port,
+    is_suppressed,
+)
 from meshtrace.lightspan import LightSpan
 from meshtrace.propagation import MeshPropagator
 from meshtrace.spans import set_clean_attributes, start_span
@@ -49,16 +55,6 @@ def set_each(headers: MutableMapping[str, str], pairs: tuple[tuple[str, str], ..
     """The public way: one `headers[name] = value` per header (what OpenTelemetry's default setter does)."""
     for name, value in pairs:
         headers[name] = value
-
-
-# The ContextVar behind OpenTelemetry's current context, when its default runtime context is in use:
-# get_current/attach/detach are then exactly `var.get()`/`var.set()`/`var.reset()`; any other runtime context
-# (OTEL_PYTHON_CONTEXT) is only reached through the API. Checked per call (the runtime may be swapped).
-_runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-_var: ContextVar[otel_context.Context] | None = (
-    getattr(_runtime, "_current_context", None) if type(_runtime) is ContextVarsRuntimeContext else None)
-if not isinstance(_var, ContextVar):  # pragma: no cover - depends on the installed API
-    _runtime = _var = None
 
 
 def split_url(url: str) -> tuple[str, str, str]:
@@ -159,7 +155,7 @@ class ClientTracer:
 
     def start(self, method: str, url: str, headers: MutableMapping[str, Any],
               authority: str | None = None, scheme: str | None = None) -> _Call | None:
-        var = _var if getattr(otel_context, "_RUNTIME_CONTEXT", None) is _runtime else None
+        var = CONTEXT_VAR if getattr(otel_context, "_RUNTIME_CONTEXT", None) is CONTEXT_RUNTIME else None
         current = otel_context.get_current() if var is None else var.get()
         if is_suppressed(current):
             return None

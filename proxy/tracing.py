@@ -55,7 +55,6 @@ logger = logging.getLogger("meshtrace.proxy")
 _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
 _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _FORCE = create_key("meshtrace-proxy-force-trace")
-_INVALID = trace.INVALID_SPAN
 _EMPTY = Context()      # immutable: the one context of every request without trace headers
 
 
