@@ -32,6 +32,7 @@ from meshtrace.integrations._common import (
     CONTEXT_VAR,
     SUPPRESS_HTTP_KEY,
     TracerCache,
+    detach,
     host_and_port,
     is_suppressed,
 )
@@ -100,14 +101,7 @@ class _Call:
         self._var = var
 
     def _detach(self) -> None:
-        var = self._var
-        if var is None:
-            otel_context.detach(self.token)
-            return
-        try:
-            var.reset(self.token)
-        except Exception:  # another context's token (a generator resumed elsewhere): the API logs it
-            otel_context.detach(self.token)
+        detach(self._var, self.token)
 
     def done(self, status_code: int) -> None:
         try:

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Iterable
 from contextvars import ContextVar
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,6 +25,7 @@ __all__ = [
     "SUPPRESS_KEY",
     "TracerCache",
     "compile_excluded",
+    "detach",
     "excluded_from_env",
     "host_and_port",
     "is_suppressed",
@@ -58,6 +60,17 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 def is_suppressed(ctx: otel_context.Context) -> bool:
     """True when instrumentation is switched off in this context (exporter calls, nested client layers)."""
     return bool(ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_HTTP_KEY) or ctx.get(_LEGACY_SUPPRESS_KEY))
+
+
+def detach(var: ContextVar[otel_context.Context] | None, token: Any) -> None:
+    """Undo an attach made on `var` (`CONTEXT_VAR`, or None when it went through the API)."""
+    if var is None:
+        otel_context.detach(token)
+        return
+    try:
+        var.reset(token)
+    except Exception:  # another context's token (a generator resumed elsewhere): the API logs it
+        otel_context.detach(token)
 
 
 def compile_excluded(patterns: Iterable[str] | str | None) -> re.Pattern[str] | None:

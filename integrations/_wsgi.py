@@ -34,6 +34,7 @@ from meshtrace.integrations._common import (
     CONTEXT_VAR,
     CURRENT_SPAN_KEY,
     TracerCache,
+    detach,
     host_and_port,
     is_suppressed,
 )
@@ -126,14 +127,7 @@ class _Request:
         self._var = var
 
     def _detach(self) -> None:
-        var = self._var
-        if var is None:
-            otel_context.detach(self.token)
-            return
-        try:
-            var.reset(self.token)
-        except Exception:  # another context's token (a generator resumed elsewhere): the API logs it
-            otel_context.detach(self.token)
+        detach(self._var, self.token)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
         # Called by the framework while its request state is still there: read the matched route now.
