@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
+
+# Shared with the other benchmarks (this directory is sys.path[0] when the script runs).
+from benchkit import instructions
 
 PHASES = ("start", "inject", "finish")
 INCOMING = {
@@ -66,14 +67,7 @@ def run(hops: int, phases: int, incoming: str) -> None:
 
 
 def _instructions(hops: int, phases: int, incoming: str) -> int:
-    command = ["valgrind", "--tool=callgrind", "--dump-instr=no", "--callgrind-out-file=/dev/null", sys.executable,
-               __file__, "--run", str(hops), str(phases), "--incoming", incoming]
-    out = subprocess.run(command, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "0"}).stderr
-    match = re.search(r"Collected : (\d+)", out)
-    if match is None:
-        raise SystemExit(f"no callgrind total in:\n{out[-2000:]}")
-    return int(match.group(1))
+    return instructions(__file__, ["--run", str(hops), str(phases), "--incoming", incoming])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,10 +36,13 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from statistics import median
 from typing import Any
+
+# Shared with the other benchmarks (this directory is sys.path[0] when the script runs).
+from benchkit import OtlpSink
 
 MESHTRACE = Path(sys.executable).parent / "meshtrace"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -169,21 +172,6 @@ def wrk(url: str, *, connections: int, duration: int, script: Path | None = None
     return result
 
 
-class _Sink(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.spans_posted += 1  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 class Bench:
     def __init__(self, workdir: Path, duration: int, *, paced_runs: int = 3, realtime: bool = False) -> None:
         self.dir = workdir
@@ -276,7 +264,7 @@ backend be
         proc = self.start(["haproxy", "-f", str(cfg)], port)
         results.append(self.measure("haproxy (1 thread)", port, tree(proc.pid)))
 
-        sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+        sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
         sink.spans_posted = 0  # type: ignore[attr-defined]
         threading.Thread(target=sink.serve_forever, daemon=True).start()
         # The configuration first (tracing at 100% + metrics); then Istio's default 1% sampling and

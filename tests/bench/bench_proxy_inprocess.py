@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import gc
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -28,8 +27,10 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
+
+# Shared with the other benchmarks (this directory is sys.path[0] when the script runs).
+from benchkit import OtlpSink, instructions
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 08:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 24\r\nConnection: keep-alive\r\n\r\n"
@@ -56,22 +57,6 @@ def _accept(listener: socket.socket) -> None:
         threading.Thread(target=_serve, args=(conn,), daemon=True).start()
 
 
-class _Sink(BaseHTTPRequestHandler):
-    """An OTLP/HTTP endpoint that accepts every export and discards it."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def peer() -> int:
     """Print the upstream's and the OTLP sink's ports; read `proxy_port count`; send `count` requests in turn;
     print `done`."""
@@ -79,7 +64,7 @@ def peer() -> int:
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     threading.Thread(target=_accept, args=(listener,), daemon=True).start()
-    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     print(listener.getsockname()[1], sink.server_address[1], flush=True)
     port, count = map(int, sys.stdin.readline().split())
@@ -154,14 +139,7 @@ def _cpu_seconds(count: int, traced: bool, export: str) -> float:
 
 
 def _instructions(count: int, traced: bool, export: str) -> int:
-    command = ["valgrind", "--tool=callgrind", "--dump-instr=no", "--callgrind-out-file=/dev/null", sys.executable,
-               __file__, "--sidecar", str(count), "--export", export, *(["--traced"] if traced else [])]
-    out = subprocess.run(command, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "0"}).stderr
-    match = re.search(r"Collected : (\d+)", out)
-    if match is None:
-        raise SystemExit(f"no callgrind total in:\n{out[-2000:]}")
-    return int(match.group(1))
+    return instructions(__file__, ["--sidecar", str(count), "--export", export, *(["--traced"] if traced else [])])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

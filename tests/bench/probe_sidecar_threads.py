@@ -24,7 +24,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 # The sibling script's helpers (its directory is sys.path[0] when this runs as a script).
-from bench_proxy import CLK_TCK, MESHTRACE, Bench, _Sink, free_port, wrk  # type: ignore[import-not-found]
+from bench_proxy import CLK_TCK, MESHTRACE, Bench, free_port, wrk
+from benchkit import OtlpSink
 
 Stats = dict[int, tuple[str, float, float, int, int]]
 
@@ -65,7 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshtrace-probe-") as workdir:
         bench = Bench(Path(workdir), args.duration)
-        sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+        sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
         sink.spans_posted = 0  # type: ignore[attr-defined]
         threading.Thread(target=sink.serve_forever, daemon=True).start()
         try:
