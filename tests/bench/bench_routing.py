@@ -12,13 +12,13 @@ what the index is worth.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import sys
 import timeit
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+
+# The very route config the wrk benchmark loads (this directory is sys.path[0] when the script runs).
+from bench_proxy import ROUTES, routes_yaml
 
 from meshtrace.proxy.codec import RequestHead
 from meshtrace.proxy.istio_config import parse_rules
@@ -26,17 +26,6 @@ from meshtrace.proxy.router import OutboundRouter
 from meshtrace.proxy.routes import RuleRouter
 
 UPSTREAM_PORT = 8080
-
-
-def _bench_proxy() -> Any:
-    """bench_proxy.py as a module, for the very route config the wrk benchmark loads."""
-    spec = importlib.util.spec_from_file_location("bench_proxy", Path(__file__).with_name("bench_proxy.py"))
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module         # its dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
 
 
 def head(host: bytes, extra: list[tuple[bytes, bytes]]) -> RequestHead:
@@ -53,9 +42,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7, help="timeit repeats; the best one counts")
     parser.add_argument("--linear", action="store_true", help="also time the rules without the match index")
     args = parser.parse_args()
-    bench = _bench_proxy()
-    count = bench.ROUTES
-    rules = parse_rules(bench.routes_yaml(count, UPSTREAM_PORT), "bench.yaml")
+    count = ROUTES
+    rules = parse_rules(routes_yaml(count, UPSTREAM_PORT), "bench.yaml")
 
     plain = OutboundRouter(set())
     plain_head = head(b"127.0.0.1:%d" % UPSTREAM_PORT, [])
