@@ -478,19 +478,13 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
         else:
             trace_id = ids.generate_trace_id()
             random_id = ids.is_trace_id_random()
-        rule = plan.root
-        if rule is not None and not ctx:
-            decision = rule[1] if trace_id & _TRACE_ID_LIMIT < rule[0] else rule[2]
-        else:
-            known = known_decision(plan.sampler, context, None, trace_id)
-            if known is None:
-                result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
-                decision, trace_state, from_sampler = result.decision, result.trace_state, result.attributes
-            else:
-                decision, trace_state = known
     else:
         trace_id = parent.trace_id
         random_id = parent.trace_flags.random_trace_id
+    rule = plan.root
+    if rule is not None and not ctx:  # a root span on an empty context (no parent can be in it)
+        decision = rule[1] if trace_id & _TRACE_ID_LIMIT < rule[0] else rule[2]
+    else:
         known = known_decision(plan.sampler, context, parent, trace_id)
         if known is None:
             result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
