@@ -27,8 +27,9 @@ resource is read per span (the SDK may replace it after fork()).
 generator, the sampler's decision and trace state, a new span id, the sampled and random-trace-id flags. A root
 span on an empty context (no trace header arrived: most requests at the edge) takes a shorter way when the
 sampler's decision there is a known rule on the trace id (meshtrace.sampling.root_rule, read once per lane), and
-with the SDK's RandomIdGenerator both ids come from one `random.getrandbits(192)`: the same uniformly random,
-never-zero ids from the same generator the SDK draws from, in one call instead of three.
+with the SDK's RandomIdGenerator both ids come from one `random.getrandbits(192)`: the low 128 bits are what
+its `getrandbits(128)` for the trace id returns and the high 64 what the following `getrandbits(64)` for the span
+id would, so the ids equal the SDK's draw for draw, in one call instead of three.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ class EncodedLane:
             fast = self.root_random
             if fast is not None:    # both ids in one draw (a zero one, once in 2**64: the generator's way)
                 bits = _getrandbits(192)
-                trace_id, span_id = bits >> 64, bits & _SPAN_ID_MAX
+                # Split as meshtrace.lightspan does: the very ids RandomIdGenerator would draw, trace id first.
+                trace_id, span_id = bits & _TRACE_ID_MAX, bits >> 128
                 if trace_id and span_id:
                     flags, recording, sampled = fast[1] if trace_id & _ID_LIMIT < fast[0] else fast[2]
                     return (_new_tuple(SpanContext, (trace_id, span_id, False, flags, _NO_STATE, True)), None,

@@ -271,6 +271,25 @@ def test_a_root_span_without_trace_headers_draws_both_ids_at_once_and_decides_by
         assert started[0].trace_id not in {0, 5}
 
 
+def test_a_root_spans_ids_drawn_at_once_equal_the_sdks_draw_for_draw() -> None:
+    """As meshtrace.lightspan's light spans: one getrandbits(192) gives what the SDK's span would have got."""
+    import random
+
+    provider, _ = queued_provider(ALWAYS_ON)
+    lane = encoded_lane(provider.get_tracer("t"))
+    assert lane is not None
+    random.seed(11)
+    drawn = []
+    for _ in range(5):
+        started = lane.start(Context())
+        assert started is not None
+        drawn.append((started[0].trace_id, started[0].span_id))
+    random.seed(11)
+    sdk = [span.get_span_context() for span in (provider.get_tracer("t").start_span("s", Context())
+                                                 for _ in range(5))]
+    assert drawn == [(context.trace_id, context.span_id) for context in sdk]
+
+
 def test_a_lane_kept_per_span_is_left_when_the_sdk_api_changes_the_tracer() -> None:
     provider, _ = queued_provider(ALWAYS_ON)
     tracer = provider.get_tracer("t")
