@@ -1,10 +1,13 @@
-"""Django (WSGI): a SERVER span per request, named `{method} {URL pattern}` (`GET /users/<int:uid>/`).
+"""Django (WSGI and ASGI): a SERVER span per request, named `{method} {URL pattern}` (`GET /users/<int:uid>/`).
 
-`instrument()` patches `WSGIHandler.__call__` (the span, around everything Django does, middleware
-included) and `BaseHandler.get_response` (to read `request.resolver_match.route` once the URL resolved).
-Django's patterns are relative; `http.route` gets a leading slash. Unresolved requests (404) are named after
-the method alone. Unhandled view exceptions are recorded from Django's `got_request_exception` signal, before
-Django turns them into a 500. Django under ASGI is not covered yet.
+`instrument()` patches `WSGIHandler.__call__` and `ASGIHandler.__call__` (the span, around everything Django
+does, middleware included, and under ASGI until the last body message is sent) and
+`BaseHandler.get_response` / `get_response_async` (to read `request.resolver_match.route` once the URL
+resolved). Django's patterns are relative; `http.route` gets a leading slash. Unresolved requests (404) are
+named after the method alone. Unhandled view exceptions are recorded from Django's `got_request_exception`
+signal, before Django turns them into a 500. Under ASGI the request's WSGI-style environ (made from the scope
+by integrations/_asgi.py) lives in `request.scope`, which is where the hooks look when the request has no
+`environ`.
 
 When opentelemetry-instrumentation-django's middleware is in `settings.MIDDLEWARE`, meshtrace steps aside
 for server spans (OTel's middleware makes them) instead of doubling them.
@@ -19,6 +22,7 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
+from meshtrace.integrations._asgi import ENVIRON_KEY, asgi_wrapper
 from meshtrace.integrations._base import Instrumentor, Switch, log_failure
 from meshtrace.integrations._common import compile_excluded, excluded_from_env
 from meshtrace.integrations._wsgi import (
@@ -56,37 +60,58 @@ def _otel_middleware_active(handler: Any) -> bool:
     return found  # type: ignore[no-any-return]
 
 
-def _call_factory(server: ServerTracer) -> Any:
-    return wsgi_wrapper(server, "django.request", _otel_middleware_active)
+def _environ_of(request: Any) -> dict[str, Any] | None:
+    """A WSGIRequest's environ, or the environ the ASGI wrapper left in an ASGIRequest's scope."""
+    environ = getattr(request, "environ", None)
+    if environ is None:
+        scope = getattr(request, "scope", None)
+        environ = scope.get(ENVIRON_KEY) if isinstance(scope, dict) else None
+    return environ if isinstance(environ, dict) else None
+
+
+def _note_route(request: Any) -> None:
+    try:
+        match = request.resolver_match
+        if match is not None and match.route:
+            environ = _environ_of(request)
+            if environ is not None:
+                environ[ROUTE_KEY] = route_name(match.route)
+    except Exception:
+        log_failure("django.route")
 
 
 def _get_response_factory(original: Any, switch: Switch) -> Any:
     def get_response(self: Any, request: Any) -> Any:
         response = original(self, request)
         if switch.on:
-            try:
-                match = request.resolver_match
-                environ = getattr(request, "environ", None)
-                if match is not None and environ is not None and match.route:
-                    environ[ROUTE_KEY] = route_name(match.route)
-            except Exception:
-                log_failure("django.route")
+            _note_route(request)
         return response
 
     get_response.__wrapped__ = original  # type: ignore[attr-defined]
     return get_response
 
 
+def _get_response_async_factory(original: Any, switch: Switch) -> Any:
+    async def get_response_async(self: Any, request: Any) -> Any:
+        response = await original(self, request)
+        if switch.on:
+            _note_route(request)
+        return response
+
+    get_response_async.__wrapped__ = original  # type: ignore[attr-defined]
+    return get_response_async
+
+
 def _on_exception(sender: Any, request: Any = None, **_: Any) -> None:
     exc = sys.exc_info()[1]
-    environ = getattr(request, "environ", None)
+    environ = _environ_of(request)
     if exc is not None and environ is not None:
         record_exception(environ, exc)
 
 
 class DjangoInstrumentor(Instrumentor):
     name = "django"
-    modules = ("django.core.handlers.wsgi",)
+    modules = ("django.core.handlers.wsgi", "django.core.handlers.asgi")
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,8 +130,15 @@ class DjangoInstrumentor(Instrumentor):
         from django.core.handlers.base import BaseHandler  # type: ignore[import-untyped]
         from django.core.signals import got_request_exception  # type: ignore[import-untyped]
 
-        self.patch(module.WSGIHandler, "__call__", _call_factory(self.server))
-        self.patch(BaseHandler, "get_response", _get_response_factory)
+        if module.__name__.endswith(".asgi"):
+            self.patch(module.ASGIHandler, "__call__",
+                       asgi_wrapper(self.server, "django.asgi-request", _otel_middleware_active))
+            self.patch(BaseHandler, "get_response_async", _get_response_async_factory)
+        else:
+            self.patch(module.WSGIHandler, "__call__",
+                       wsgi_wrapper(self.server, "django.request", _otel_middleware_active))
+            self.patch(BaseHandler, "get_response", _get_response_factory)
+        # Both handler modules get here; the signal receiver is connected once (dispatch_uid makes it so).
         got_request_exception.connect(_on_exception, weak=False, dispatch_uid=_DISPATCH_UID)
         self.on_undo(lambda: got_request_exception.disconnect(dispatch_uid=_DISPATCH_UID))
 
@@ -116,7 +148,7 @@ instrumentor = DjangoInstrumentor()
 
 def instrument(excluded_urls: Sequence[str] | str | None = None,
                tracer_provider: TracerProvider | None = None) -> None:
-    """Trace every Django WSGI handler of this process (idempotent)."""
+    """Trace every Django WSGI and ASGI handler of this process (idempotent)."""
     if excluded_urls is not None:
         instrumentor.set_excluded_urls(excluded_urls)
     if tracer_provider is not None:

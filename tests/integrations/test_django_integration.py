@@ -12,6 +12,7 @@ import pytest
 import requests
 from django.conf import settings  # type: ignore[import-untyped]
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # type: ignore[import-untyped]
+from django.test.utils import override_settings  # type: ignore[import-untyped]
 from django.urls import path  # type: ignore[import-untyped]
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -66,6 +67,13 @@ if not settings.configured:
         LOGGING_CONFIG=None,
     )
     django.setup()
+
+
+@pytest.fixture(autouse=True)
+def own_urls() -> Iterator[None]:
+    """This module's URLs, whichever Django test module configured the settings first."""
+    with override_settings(ROOT_URLCONF=__name__):
+        yield
 
 
 @pytest.fixture
