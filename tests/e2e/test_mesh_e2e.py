@@ -53,9 +53,8 @@ def start(name: str, args: list[str], cwd: Path, port: int, *, env: dict[str, st
     wait_listening(port, process, log)
 
 
-@pytest.fixture(scope="module")
-def mesh(jaeger: jaeger_process.Jaeger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    logs = tmp_path_factory.mktemp("mesh-logs")
+def run_mesh(jaeger: jaeger_process.Jaeger, logs: Path, *, asgi: bool) -> Iterator[Mesh]:
+    """The three services under meshtrace-run; the Django one under ASGI (uvicorn) when `asgi`."""
     env = dict(os.environ)
     env.update({
         "MESHTRACE_EXPORTER": "otlp",
@@ -71,7 +70,8 @@ def mesh(jaeger: jaeger_process.Jaeger, tmp_path_factory: pytest.TempPathFactory
     try:
         start("e2e-backend", ["backend.py", "--port", str(back)], EXAMPLES, back,
               env=env, logs=logs, processes=processes)
-        start("e2e-django", ["service.py", "--port", str(mid), "--backend", f"http://127.0.0.1:{back}"],
+        start("e2e-django", ["service.py", "--port", str(mid), "--backend", f"http://127.0.0.1:{back}",
+                             *(["--asgi"] if asgi else [])],
               EXAMPLES / "django_mid", mid, env=env, logs=logs, processes=processes)
         start("e2e-front", ["flask_front.py", "--port", str(front), "--mid", f"http://127.0.0.1:{mid}"],
               EXAMPLES, front, env=env, logs=logs, processes=processes)
@@ -85,6 +85,16 @@ def mesh(jaeger: jaeger_process.Jaeger, tmp_path_factory: pytest.TempPathFactory
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def mesh(jaeger: jaeger_process.Jaeger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    yield from run_mesh(jaeger, tmp_path_factory.mktemp("mesh-logs"), asgi=False)
+
+
+@pytest.fixture(scope="module")
+def asgi_mesh(jaeger: jaeger_process.Jaeger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    yield from run_mesh(jaeger, tmp_path_factory.mktemp("asgi-mesh-logs"), asgi=True)
 
 
 def call(url: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -101,6 +111,15 @@ def tag(span: dict[str, Any], key: str) -> Any:
 
 @pytest.mark.parametrize("header_format", ["b3", "traceparent", "uber-trace-id"])
 def test_one_request_is_one_connected_trace(mesh: Mesh, jaeger: jaeger_process.Jaeger, header_format: str) -> None:
+    assert_one_connected_trace(mesh, jaeger, header_format)
+
+
+def test_django_under_asgi_joins_the_trace(asgi_mesh: Mesh, jaeger: jaeger_process.Jaeger) -> None:
+    """The same mesh with the Django service served by uvicorn: its spans are parented as under WSGI."""
+    assert_one_connected_trace(asgi_mesh, jaeger, "b3")
+
+
+def assert_one_connected_trace(mesh: Mesh, jaeger: jaeger_process.Jaeger, header_format: str) -> None:
     trace_id = os.urandom(16).hex()
     request_id = f"rid-{trace_id[:8]}"
     headers = {

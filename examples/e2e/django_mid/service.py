@@ -1,6 +1,7 @@
 """The middle service of the e2e mesh: a one-file Django project that calls the backend with httpx.
 
-No tracing code: run it under `meshtrace-run python service.py --port N --backend http://127.0.0.1:B`.
+No tracing code: run it under `meshtrace-run python service.py --port N --backend http://127.0.0.1:B`
+(Django's own server, WSGI), adding `--asgi` to serve it under ASGI with uvicorn instead.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", required=True)
+    parser.add_argument("--asgi", action="store_true", help="serve with uvicorn (ASGI) instead of runserver")
     options = parser.parse_args()
     CONFIG["backend"] = options.backend
     settings.configure(
@@ -46,6 +48,12 @@ def main() -> None:
         INSTALLED_APPS=[],
     )
     django.setup()
+    if options.asgi:
+        import uvicorn
+        from django.core.asgi import get_asgi_application
+
+        uvicorn.run(get_asgi_application(), host="127.0.0.1", port=options.port, lifespan="off")
+        return
     from django.core.management import call_command
 
     call_command("runserver", f"127.0.0.1:{options.port}", use_reloader=False, use_threading=True)
