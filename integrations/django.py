@@ -60,6 +60,21 @@ def _otel_middleware_active(handler: Any) -> bool:
     return found  # type: ignore[no-any-return]
 
 
+_OTEL_MIDDLEWARE_MODULE = "opentelemetry.instrumentation.django.middleware.otel_middleware"
+
+
+def _otel_middleware_traces_asgi(handler: Any) -> bool:
+    """Whether OTel's Django middleware is in the chain AND makes spans under ASGI.
+
+    Without opentelemetry-instrumentation-asgi installed, OTel's middleware lets ASGI requests through
+    untraced (its `_is_asgi_supported`); stepping aside then would leave the request with no span at all.
+    """
+    if not _otel_middleware_active(handler):
+        return False
+    module = sys.modules.get(_OTEL_MIDDLEWARE_MODULE)
+    return bool(getattr(module, "_is_asgi_supported", True))
+
+
 def _environ_of(request: Any) -> dict[str, Any] | None:
     """A WSGIRequest's environ, or the environ the ASGI wrapper left in an ASGIRequest's scope."""
     environ = getattr(request, "environ", None)
@@ -132,7 +147,7 @@ class DjangoInstrumentor(Instrumentor):
 
         if module.__name__.endswith(".asgi"):
             self.patch(module.ASGIHandler, "__call__",
-                       asgi_wrapper(self.server, "django.asgi-request", _otel_middleware_active))
+                       asgi_wrapper(self.server, "django.asgi-request", _otel_middleware_traces_asgi))
             self.patch(BaseHandler, "get_response_async", _get_response_async_factory)
         else:
             self.patch(module.WSGIHandler, "__call__",

@@ -243,3 +243,57 @@ def test_scope_environ_is_what_a_wsgi_server_gives() -> None:
         "SERVER_PORT": "8443", "REMOTE_ADDR": "10.0.0.9", "HTTP_HOST": "example.test:8443",
         "CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": "3", "HTTP_X_B3_TRACEID": "ab", "HTTP_ACCEPT": "a,b",
     }
+
+
+
+@pytest.mark.parametrize("otel_traces_asgi", [True, False])
+def test_coexists_with_opentelemetry_instrumentation_django(sink: Sink, serve_asgi: Callable[[], AsgiServer],
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            otel_traces_asgi: bool) -> None:
+    """One SERVER span either way: OTel's when its middleware traces ASGI requests, else ours.
+
+    Without opentelemetry-instrumentation-asgi, OTel's Django middleware passes ASGI requests through
+    untraced (`_is_asgi_supported` False, simulated here); meshtrace must not step aside then.
+    """
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.django.middleware import otel_middleware
+
+    if not otel_traces_asgi:
+        monkeypatch.setattr(otel_middleware, "_is_asgi_supported", False)
+    mt_django.instrument(tracer_provider=sink.provider)
+    DjangoInstrumentor().instrument(tracer_provider=sink.provider)
+    try:
+        server = serve_asgi()
+        requests.get(f"{server.url}/users/5/", headers={"b3": f"{TRACE_ID}-{PARENT_ID}-1"}, timeout=5)
+        sink.wait(1)
+        time.sleep(0.2)
+        spans = sink.spans()
+        assert len(spans) == 1, [(span.name, span.kind) for span in spans]
+        assert spans[0].kind is SpanKind.SERVER
+        assert spans[0].context.trace_id == int(TRACE_ID, 16)
+        scope = spans[0].instrumentation_scope
+        assert scope is not None
+        assert scope.name.startswith("meshtrace") is not otel_traces_asgi
+    finally:
+        DjangoInstrumentor().uninstrument()
+        mt_django.uninstrument()
+
+
+def test_websocket_and_lifespan_scopes_pass_through_untraced(sink: Sink) -> None:
+    from meshtrace.integrations._asgi import asgi_wrapper
+    from meshtrace.integrations._base import Switch
+
+    seen: list[str] = []
+
+    async def app(self: Any, scope: Any, receive: Any, send: Any) -> str:
+        seen.append(scope["type"])
+        return "done"
+
+    tracer = mt_django.instrumentor.server
+    tracer.tracer.use(sink.provider)
+    entry = asgi_wrapper(tracer, "test", lambda handler: False)(app, Switch())
+    for kind in ("websocket", "lifespan"):
+        assert asyncio.run(entry(object(), {"type": kind}, None, None)) == "done"
+    time.sleep(0.1)
+    assert seen == ["websocket", "lifespan"]
+    assert not sink.spans()
