@@ -297,3 +297,24 @@ def test_websocket_and_lifespan_scopes_pass_through_untraced(sink: Sink) -> None
     time.sleep(0.1)
     assert seen == ["websocket", "lifespan"]
     assert not sink.spans()
+
+
+def test_a_scope_our_code_cannot_read_is_served_untraced(sink: Sink) -> None:
+    """Telemetry never breaks the app: headers that are not bytes make our code fail, the app still runs."""
+    from meshtrace.integrations._asgi import asgi_wrapper
+    from meshtrace.integrations._base import Switch, failures
+
+    served: list[Any] = []
+
+    async def app(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        served.append(scope["path"])
+
+    tracer = mt_django.instrumentor.server
+    tracer.tracer.use(sink.provider)
+    before = failures().get("bad-scope", 0)
+    entry = asgi_wrapper(tracer, "bad-scope", lambda handler: False)(app, Switch())
+    asyncio.run(entry(object(), {"type": "http", "path": "/x", "headers": [("host", "not-bytes")]}, None, None))
+    assert served == ["/x"]
+    assert failures().get("bad-scope", 0) == before + 1
+    time.sleep(0.1)
+    assert not sink.spans()
