@@ -1,11 +1,14 @@
 """OTLP over HTTP/protobuf: OpenTelemetry's exporter (transport, retries, headers, compression, metrics) fed by
-meshtrace's own encoder, on a session that ignores proxy settings."""
+meshtrace's own encoder, sent straight to the backend (never through proxy settings): over one kept-alive socket
+(meshtrace.exporters.direct_http) for an `http://` endpoint, else on a `requests` session that ignores them."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError
@@ -13,6 +16,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from meshtrace.exporters.direct_http import DirectHTTPTransport
 from meshtrace.exporters.encoded import EncodedSpan
 from meshtrace.exporters.otlp_wire import encode_spans
 
@@ -26,6 +30,9 @@ QUIET_LOGGERS: tuple[str, ...] = (
 )
 
 _logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+# A credential provider hands the exporter a `requests` session of its own (OpenTelemetry's variables).
+_CREDENTIAL_VARIABLES = ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+                         "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER")
 
 
 def direct_session() -> requests.Session:
@@ -95,11 +102,20 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def build_otlp_exporter(endpoint: str, timeout_s: float) -> OTLPSpanExporter:
+def build_otlp_exporter(endpoint: str, timeout_s: float, *, lean: bool = True) -> OTLPSpanExporter:
     """An exporter POSTing to `endpoint` (the full …/v1/traces URL).
 
     The OTel exporter retries connection errors and 429/502/503/504 with exponential backoff (1 s, 2 s, …)
     until `timeout_s` has passed for the batch; headers, compression and TLS files still come from the
-    standard OTEL_EXPORTER_OTLP_* variables.
+    standard OTEL_EXPORTER_OTLP_* variables. An `http://` endpoint is sent to over one kept-alive socket
+    (meshtrace.exporters.direct_http: the same client, retries and headers, without `requests`' per-POST
+    machinery); `https://`, a credential-provider session and `lean=False` (a benchmark's comparison) keep the
+    `requests` session.
     """
+    if lean and urlsplit(endpoint).scheme == "http" and not any(os.environ.get(name) for name in _CREDENTIAL_VARIABLES):
+        try:
+            return FastOTLPSpanExporter(endpoint=endpoint, timeout=timeout_s,
+                                        _transport=DirectHTTPTransport())
+        except TypeError:   # pragma: no cover - an OpenTelemetry release without the transport argument
+            pass
     return FastOTLPSpanExporter(endpoint=endpoint, timeout=timeout_s, session=direct_session())
