@@ -16,7 +16,8 @@ is most of the export thread's time, all of it holding the GIL. This module writ
 - a value the SDK would not accept (an int beyond int64, an unknown type) is logged and its attribute left out,
   as OpenTelemetry's encoder does.
 - an `EncodedSpan` (meshtrace.exporters.encoded: a span its maker already encoded, the sidecar's hop span) is
-  grouped like an SDK span by its resource and scope, and its bytes are copied as they are.
+  grouped like an SDK span by its resource and scope, and its bytes are copied as they are; a batch of them alone
+  under one resource and scope (the sidecar's usual batch) is told so and joined in a few C-level passes.
 """
 
 from __future__ import annotations
@@ -294,9 +295,37 @@ _ATTRIBUTE: dict[Callable[[Any], Any], Callable[[Any], Any]] = {
     _resource_of: attrgetter("resource"), _scope_of: attrgetter("instrumentation_scope")}
 
 
+def _encoded_batch(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes | None:
+    """`encode_spans` for a batch of EncodedSpans of one Resource and one scope (the sidecar's every batch) in a
+    few C-level passes; None for any other batch."""
+    try:
+        # EncodedSpans are tuples: transposed in one C pass (a third of reading each field through map()).
+        resources, scopes, _, datas = zip(*spans, strict=True)
+    except (TypeError, ValueError):   # an SDK span (not a tuple) among them
+        return None
+    resource, scope = resources[0], scopes[0]
+    count = len(resources)
+    # Equal counts as the same group, as `_group` merges equal objects: one group here, in first-seen order.
+    if resources.count(resource) != count or scopes.count(scope) != count:
+        return None
+    scope_bytes = _scope(scope)
+    schema = _field(b"\x1a", scope.schema_url.encode("utf-8")) if scope is not None and scope.schema_url else b""
+    scope_spans_size = len(scope_bytes) + sum(map(len, datas)) + len(schema)
+    resource_bytes, scope_spans = _resource(resource), b"\x12" + _varint(scope_spans_size)
+    resource_schema = _field(b"\x1a", resource.schema_url.encode("utf-8")) if resource.schema_url else b""
+    size = len(resource_bytes) + len(scope_spans) + scope_spans_size + len(resource_schema)
+    # The spans' bytes are copied once, by this join (a batch is a few hundred kB).
+    return b"".join([b"\x0a", _varint(size), resource_bytes, scope_spans, scope_bytes, *datas, schema,
+                     resource_schema])
+
+
 def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """The serialized `ExportTraceServiceRequest` for `spans` (what `encode_spans(spans).SerializeToString()`
     of opentelemetry-exporter-otlp-proto-common gives), EncodedSpans included as they are."""
+    if spans and spans[0].__class__ is EncodedSpan:
+        encoded = _encoded_batch(spans)
+        if encoded is not None:
+            return encoded
     out: list[bytes] = []
     for resource, resource_spans in _group(spans, _resource_of):
         body = [_resource(resource)]

@@ -99,6 +99,21 @@ def test_encoded_spans_mixed_with_sdk_spans_encode_as_the_sdk_spans_alone(batch:
     assert encode_spans(mixed) == expected
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(spans(), min_size=1, max_size=6), st.sampled_from([None, "https://opentelemetry.io/schemas/1.21.0"]))
+def test_a_batch_of_encoded_spans_alone_encodes_as_the_sdk_spans(batch: list[ReadableSpan], schema: str | None,
+                                                                ) -> None:
+    # The sidecar's every batch: encoded spans only, usually under one resource and scope (told in C passes).
+    if schema is not None:
+        resource = Resource({"service.name": "reviews"}, schema)
+        scope = InstrumentationScope("meshtrace.proxy", "1.0", schema)
+        batch = [ReadableSpan(name=span.name, context=span.get_span_context(), parent=span.parent,
+                              resource=resource, attributes=span.attributes, kind=span.kind, status=span.status,
+                              start_time=span.start_time, end_time=span.end_time, instrumentation_scope=scope)
+                 for span in batch]
+    assert encode_spans([encoded(span) for span in batch]) == encode_spans(batch)
+
+
 def test_attribute_leaves_out_what_the_otlp_encoders_leave_out_and_refuses_other_types() -> None:
     assert attribute("big", 1 << 63) is None
     assert attribute("a", True) != attribute("a", 1)
