@@ -7,12 +7,24 @@ callback, which llhttp reports as a callback error; `feed` unwraps it, so the ca
 carrying the status to answer (400, 431...). llhttp already refuses CL+TE, duplicate or invalid
 Content-Length, obs-fold, bad chunk sizes and control characters in names and values (see tests).
 Header names are lower-cased once here: HTTP/1 names are case-insensitive and every later lookup is cheaper.
+
+Per header, the only Python work is the `on_header` callback appending the lower-cased pair; the rest is done once
+the head is complete. The last value of each name is `dict(headers)`, and a length differing from the list's is the
+only sign of a repeated name, so repeated Hosts and Connection values are looked for only then. The size limits
+(header count; bytes of target, names and values plus 4 per header) need no counting for a head that arrived in one
+read too small to exceed them; a bigger read, or a head spread over reads, is counted exactly, and a head still
+incomplete at the end of a read is counted there too, so one that never ends cannot grow past the limits by more
+than a read. Trailers are appended to a `deque(maxlen=0)`, which forgets them. The request's HTTP version is read
+from the bytes of the read when the head started that read (httptools' version getter formats a string each time);
+any other head asks httptools.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from http import HTTPStatus
-from typing import Protocol
+from itertools import chain
+from typing import Protocol, cast
 
 import httptools
 
@@ -36,6 +48,16 @@ MAX_HEADERS = 100                  # Envoy's default max_headers_count
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}      # httptools' version strings, as bytes without an encode()
 _STATUS_LINES: dict[int, bytes] = {}
+# The end of a request line after its target, as the bytes of the read it came in show it.
+_LINE_ENDS = {b" HTTP/1.1\r\n": b"1.1", b" HTTP/1.0\r\n": b"1.0"}
+# Where trailers go: appended and forgotten (`Trailer` is hop-by-hop, and the proxy re-frames bodies itself). Typed
+# as the list it stands in for: `append` is all a codec calls on it, and a deque's forgets when maxlen is 0.
+_DISCARD = cast(Headers, deque(maxlen=0))
+
+
+def _head_size(headers: Headers) -> int:
+    """Header bytes as the limits count them: each name and value plus 4 (": " and CRLF)."""
+    return sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
 
 
 class RequestHead:
@@ -72,16 +94,18 @@ class ResponseHead:
     accounts for it, and asking httptools for it formats a string (about 3k instructions per response).
     """
 
-    __slots__ = ("chunked", "connection", "content_length", "headers", "keep_alive", "status")
+    __slots__ = ("chunked", "connection", "content_length", "headers", "hmap", "keep_alive", "status")
 
     def __init__(self, status: int, headers: Headers, keep_alive: bool,  # noqa: PLR0917  (by position: see RequestHead)
-                 chunked: bool, content_length: bytes | None, connection: bytes | None = None) -> None:
+                 chunked: bool, content_length: bytes | None, connection: bytes | None = None,
+                 hmap: dict[bytes, bytes] | None = None) -> None:
         self.status = status
         self.connection = connection    # the Connection value(s), comma-joined; None without one
         self.headers = headers
         self.keep_alive = keep_alive
         self.chunked = chunked
         self.content_length = content_length
+        self.hmap = dict(headers) if hmap is None else hmap     # last value of each name, for lookups only
 
 
 class RequestSink(Protocol):
@@ -110,7 +134,7 @@ def _unwrap(exc: Exception, fallback_status: int) -> ProtocolError:
 class RequestCodec:
     """Parses a stream of pipelined requests from one downstream connection and feeds `sink`."""
 
-    __slots__ = ("_headers", "_hmap", "_in_body", "_parser", "_size", "_url", "max_header_bytes",
+    __slots__ = ("_between", "_data", "_headers", "_parser", "_spanning", "_url", "_window", "max_header_bytes",
                  "max_headers", "sink", "started")
 
     def __init__(self, sink: RequestSink, *, max_header_bytes: int = MAX_HEADER_BYTES,
@@ -120,74 +144,92 @@ class RequestCodec:
         self.max_headers = max_headers
         self._parser = httptools.HttpRequestParser(self)
         self._headers: Headers = []
-        self._hmap: dict[bytes, bytes] = {}
         self._url = b""
-        self._size = 0
-        self._in_body = False
+        self._window = 0                # bytes of the read being parsed
+        self._spanning = False          # the head in progress began in an earlier read
+        self._between = True            # the last request ended where a read did: the next read starts a head
+        self._data: bytes | None = None     # that read, until its first head is complete
         self.started = False            # bytes of a request head have arrived (for 408 vs idle close)
 
     def feed(self, data: bytes) -> int | None:
         """Parse `data`; returns the offset where raw (upgraded) bytes start, else None. Raises ProtocolError."""
+        self._window = len(data)
+        if self._between:
+            self._data = data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             return int(upgrade.args[0])
         except httptools.HttpParserError as exc:
             raise _unwrap(exc, 400) from exc
+        finally:
+            self._data = None
+        if self.started:
+            # A head continues in the next read: what it has so far must already be within the limits.
+            self._spanning = True
+            self._check_size(self._headers)
         return None
+
+    def _check_size(self, headers: Headers) -> None:
+        if len(headers) > self.max_headers or len(self._url) + _head_size(headers) > self.max_header_bytes:
+            raise ProtocolError(431, "request headers too large")
 
     # -- httptools callbacks -------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._headers = []
-        self._hmap = {}
         self._url = b""
-        self._size = 0
-        self._in_body = False
+        self._spanning = False
+        self._between = False
         self.started = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._size += len(url)
-        if self._size > self.max_header_bytes:
-            raise ProtocolError(431, "request headers too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            return                      # trailers: dropped, since `Trailer` is hop-by-hop and stripped too
-        self._size += len(name) + len(value) + 4
-        if self._size > self.max_header_bytes or len(self._headers) >= self.max_headers:
-            raise ProtocolError(431, "request headers too large")
-        name = name.lower()
-        if name == b"host" and b"host" in self._hmap:
-            raise ProtocolError(400, "multiple Host headers")
-        self._headers.append((name, value))
-        self._hmap[name] = value
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        headers = self._headers
+        self._headers = _DISCARD
+        # A head that arrived within one read of `_window` bytes counts at most that many plus one per header
+        # (`name:value` with no space takes 3 bytes besides name and value, the limit counts 4).
+        count = len(headers)
+        if self._spanning or count > self.max_headers or self._window + count > self.max_header_bytes:
+            self._check_size(headers)
+        hmap = dict(headers)
+        if len(hmap) != len(headers) and b"host" in hmap and [name for name, _ in headers].count(b"host") > 1:
+            raise ProtocolError(400, "multiple Host headers")
         parser = self._parser
-        version = _VERSIONS.get(parser.get_http_version()) or parser.get_http_version().encode()
-        hmap = self._hmap
+        url = self._url
+        method = parser.get_method()
+        version = None
+        data = self._data
+        if data is not None:
+            self._data = None
+            # The head started the read: its request line is `method SP url SP HTTP/1.x CRLF` from offset 0.
+            at = len(method) + len(url) + 1
+            if data.startswith(method):
+                version = _LINE_ENDS.get(data[at:at + 11])
+        if version is None:
+            version = _VERSIONS.get(parser.get_http_version()) or parser.get_http_version().encode()
         if version == b"1.1" and b"host" not in hmap:
             raise ProtocolError(400, "missing Host header")
         if version != b"1.1" and b"transfer-encoding" in hmap:
             raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
-        url = self._url
-        method = parser.get_method()
         if not (url.startswith(b"/") or url.startswith(b"http://") or url.startswith(b"https://")
                 or (url == b"*" and method == b"OPTIONS") or method == b"CONNECT"):
             raise ProtocolError(400, "invalid request target")
-        self._in_body = True
         self.started = False
         # llhttp marks an upgrade only for CONNECT or with an Upgrade header: ask it only then.
         upgrade = (b"upgrade" in hmap or method == b"CONNECT") and parser.should_upgrade()
         self.sink.on_request_head(RequestHead(
-            method, url, version, self._headers, hmap, parser.should_keep_alive(), upgrade))
+            method, url, version, headers, hmap, parser.should_keep_alive(), upgrade))
 
     def on_body(self, body: bytes) -> None:
         self.sink.on_request_body(body)
 
     def on_message_complete(self) -> None:
-        self._in_body = False
+        self._between = True
         self.sink.on_request_end()
 
 
@@ -203,21 +245,26 @@ class ResponseCodec:
     A response without Content-Length or chunking ends when the connection does: `close_delimited`.
     """
 
-    __slots__ = ("_headers", "_in_body", "_interim", "_parser", "_size", "close_delimited", "head_request",
-                 "sink")
+    __slots__ = ("_headers", "_in_body", "_in_head", "_interim", "_parser", "_spanning", "_window", "close_delimited",
+                 "head_request", "sink")
 
     def __init__(self, sink: ResponseSink) -> None:
         self.sink = sink
         self._parser = httptools.HttpResponseParser(self)
         self._headers: Headers = []
-        self._size = 0
-        self._in_body = False
+        self._window = 0                # bytes of the read being parsed
+        self._in_head = False           # a head has begun and is not complete
+        self._in_body = False           # a head is complete, its message is not
+        self._spanning = False          # the head in progress began in an earlier read
         self._interim = False
         self.head_request = False
         self.close_delimited = False
 
     def feed(self, data: bytes) -> int | None:
         """Parse `data`; returns the offset of raw bytes after a 101, else None. Raises ProtocolError (502)."""
+        self._window = len(data)
+        if not self._in_head:
+            self._in_head = not self._in_body   # between responses: these bytes start the next head
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -226,49 +273,60 @@ class ResponseCodec:
             if isinstance(exc.__context__, _StopParsing):
                 # Whatever follows a HEAD response on this connection is garbage; start clean next time.
                 self._parser = httptools.HttpResponseParser(self)
+                self._in_head = self._spanning = False
                 return None
             raise _unwrap(exc, 502) from exc
+        if self._in_head or self._headers:
+            # A head continues in the next read: what it has so far must already be within the limit.
+            self._spanning = True
+            _check_response_size(self._headers)
         return None
 
     # No on_message_begin: httptools skips callbacks a protocol does not define, and each one it makes costs a
-    # Python call per response. The head's state is reset where a head ends instead (on_headers_complete).
+    # Python call per response. The head's list is made afresh where a message ends instead.
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            return
-        self._size += len(name) + len(value) + 4
-        if self._size > MAX_HEADER_BYTES:
-            raise ProtocolError(502, "upstream response headers too large")
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
         headers = self._headers
-        self._headers = []              # the next head starts afresh
-        self._size = 0
+        # Within one read of `_window` bytes a head counts at most that many plus one per header (`name:value`
+        # takes 3 bytes besides name and value, the limit counts 4): only a bigger one is counted exactly.
+        if self._spanning or self._window + len(headers) > MAX_HEADER_BYTES:
+            _check_response_size(headers)
+        self._in_head = self._spanning = False
         if status < 200:
             # 1xx: interim, swallowed; a 101's "message complete" is not the end of anything either,
             # the bytes after it belong to the tunnel.
+            self._headers = []
             self._interim = True
             if status != 101:
                 return
+        self._headers = _DISCARD
         self._in_body = True
-        chunked = False
-        length: bytes | None = None
-        connection: bytes | None = None
-        for name, value in headers:
-            if name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"connection":
-                connection = value if connection is None else connection + b"," + value
+        hmap = dict(headers)
+        if len(hmap) == len(headers):
+            length = hmap.get(b"content-length")
+            chunked = b"transfer-encoding" in hmap
+            connection = hmap.get(b"connection")
+        else:                           # a name repeats: Connection values add up
+            chunked = False
+            length = connection = None
+            for name, value in headers:
+                if name == b"content-length":
+                    length = value
+                elif name == b"transfer-encoding":
+                    chunked = True
+                elif name == b"connection":
+                    connection = value if connection is None else connection + b"," + value
         no_body = self.head_request or status in (204, 304) or status == 101
         self.close_delimited = not (no_body or chunked or length is not None)
         self.sink.on_response_head(ResponseHead(
-            status, headers, parser.should_keep_alive(), chunked, length, connection))
+            status, headers, parser.should_keep_alive(), chunked, length, connection, hmap))
         if self.head_request:
+            self._headers = []
             self._in_body = False
             self.sink.on_response_end()
             raise _StopParsing
@@ -277,12 +335,18 @@ class ResponseCodec:
         self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self._headers = []
+        self._in_body = False
         if self._interim:
             self._interim = False
             return
-        self._in_body = False
         self.close_delimited = False
         self.sink.on_response_end()
+
+
+def _check_response_size(headers: Headers) -> None:
+    if _head_size(headers) > MAX_HEADER_BYTES:
+        raise ProtocolError(502, "upstream response headers too large")
 
 
 def _status_line(status: int) -> bytes:
