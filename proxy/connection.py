@@ -236,7 +236,10 @@ class DownstreamConnection(asyncio.Protocol):
         else:
             if self.paused:
                 self.resume(self.PAUSE_PIPELINE)
-            self._become_idle()
+            if self._timer is not None and not self.draining:
+                self._idle_since = self.ctx.loop.time()     # _become_idle with its timer already armed, inline
+            else:
+                self._become_idle()
 
     def idle_sweep(self, limit: int) -> None:
         """Called by the listener a few times per stream idle timeout; the `limit`-th quiet sweep times out."""

@@ -378,7 +378,14 @@ class Exchange:
             self.pending_size = 0
             conn.resume(conn.PAUSE_PENDING)
         if self.request_sent:
-            self._start_timer()
+            if self.retry is None and not self._on_clock and self._timer is None and not self.response_started:
+                # _start_timer's common case inline: the route timeout rides on the connection's timer.
+                timeout = self.decision.route.timeout if self.decision is not None else None
+                if timeout:
+                    self._on_clock = True
+                    conn.set_deadline(self, timeout)
+            else:
+                self._start_timer()
 
     def _start_timer(self) -> None:
         # As Envoy's route timeout, it runs from the end of the request, so a long upload is never cut short.
@@ -524,7 +531,11 @@ class Exchange:
 
     # -- response side -----------------------------------------------------------------------------------------
     def on_response_head(self, head: ResponseHead) -> None:
-        if self._on_clock or self._timer is not None:
+        if self._on_clock:
+            # _cancel_timer's common case inline: the route timeout rode on the connection's timer.
+            self._on_clock = False
+            self.conn.clear_deadline(self)
+        if self._timer is not None:
             self._cancel_timer()
         status = head.status
         if self.decision is not None and self.decision.route.health is not None:
@@ -548,12 +559,12 @@ class Exchange:
             drop = drop - _TUNNEL_KEEP  # a 101 must keep Connection/Upgrade: they say which protocol now runs
         headers = head.headers
         out: Headers = [pair for pair in headers if pair[0] not in drop]
-        if not ctx.inbound and len(out) != len(headers):
-            for name, value in headers:
-                if name == peer:
-                    self.destination = decode_peer(value)   # who answered, as its sidecar says
         if ctx.inbound:
             out.append((peer, ctx.peer_value))
+        elif len(out) != len(headers):
+            announced = head.hmap.get(peer)
+            if announced is not None:
+                self.destination = decode_peer(announced)   # who answered, as its sidecar says
         decision = self.decision
         if decision is not None and decision.policy is not None and decision.policy.response_headers:
             out = decision.policy.response_headers.apply(out)
@@ -601,9 +612,18 @@ class Exchange:
                 self.conn.writelines(out)
 
     def on_response_end(self) -> None:
+        out = self._out
         if self.resp_chunked:
-            self._out.append(_LAST_CHUNK)
-        self.on_read_complete()
+            out.append(_LAST_CHUNK)
+        # on_read_complete inline: the response's last read is written here in one go.
+        conn = self.conn
+        conn.activity = True
+        if out:
+            self._out = []
+            if len(out) == 1:
+                conn.write(out[0])
+            else:
+                conn.writelines(out)
         up = self.upstream
         self.upstream = None
         if up is not None and self.pool is not None:

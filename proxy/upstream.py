@@ -4,7 +4,9 @@ Theory of operation. States: idle in the pool (`user is None`) -> busy (`user` s
 after `on_response_end` if both sides agreed to keep-alive and the request went out whole, else closed.
 Bytes arriving while idle mean the upstream broke framing: the connection is closed. After a `101` the parser
 is bypassed and bytes go raw to the user (`tunnel`). Flow control is the user's: `pause_writing` here pauses
-reading on the downstream, and the downstream's `pause_writing` pauses reading here.
+reading on the downstream, and the downstream's `pause_writing` pauses reading here. While lent, the parser calls
+the user's response callbacks directly (its `sink`); whenever the user is let go, the sink is this connection
+again, whose callbacks then have nobody to tell (one Python call fewer per callback on the common path).
 """
 
 from __future__ import annotations
@@ -54,11 +56,14 @@ class UpstreamConnection(asyncio.Protocol):
     def attach(self, user: UpstreamUser, head_request: bool) -> None:
         self.user = user
         self.requests += 1
-        self.codec.head_request = head_request
+        codec = self.codec
+        codec.sink = user
+        codec.head_request = head_request
         self.got_response_bytes = False
 
     def detach(self) -> None:
         self.user = None
+        self.codec.sink = self
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -70,14 +75,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close and forget the user: nothing more is reported to it."""
-        self.user = None
+        self.detach()
         if not self.closed:
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
 
     def abort(self) -> None:
-        self.user = None
+        self.detach()
         if not self.closed:
             self.closed = True
             if self.transport is not None:
@@ -109,7 +114,6 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             offset = self.codec.feed(data)
         except ProtocolError as exc:
-            self.user = None
             self.abort()
             user.on_upstream_lost(exc.reason)
             return
@@ -130,7 +134,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.limits = None
             limits.connection_closed()
         user = self.user
-        self.user = None
+        self.detach()
         if user is None:
             return
         if self.codec.close_delimited and not self.tunnel:
@@ -148,7 +152,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.user is not None:
             self.user.on_upstream_write_paused(False)
 
-    # -- ResponseSink: forwarded to the user -------------------------------------------------------------------
+    # -- ResponseSink while no user holds the connection (a user gets the parser's callbacks itself) -------------
     def on_response_head(self, head: ResponseHead) -> None:
         if self.user is not None:
             self.user.on_response_head(head)
