@@ -206,18 +206,19 @@ class RequestCodec:
         data = self._data
         if data is not None:
             self._data = None
-            # The head started the read: its request line is `method SP url SP HTTP/1.x CRLF` from offset 0.
+            # The head started the read: its request line is `method SP url SP HTTP/1.x CRLF` from offset 0. Had
+            # llhttp skipped empty lines first, these 11 bytes would end in a CRLF before the request line's own,
+            # inside it or the empty lines, and could never read ` HTTP/1.x` CRLF.
             at = len(method) + len(url) + 1
-            if data.startswith(method):
-                version = _LINE_ENDS.get(data[at:at + 11])
+            version = _LINE_ENDS.get(data[at:at + 11])
         if version is None:
             version = _VERSIONS.get(parser.get_http_version()) or parser.get_http_version().encode()
         if version == b"1.1" and b"host" not in hmap:
             raise ProtocolError(400, "missing Host header")
         if version != b"1.1" and b"transfer-encoding" in hmap:
             raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
-        if not (url.startswith(b"/") or url.startswith(b"http://") or url.startswith(b"https://")
-                or (url == b"*" and method == b"OPTIONS") or method == b"CONNECT"):
+        if url[:1] != b"/" and not (url.startswith(b"http://") or url.startswith(b"https://")
+                                    or (url == b"*" and method == b"OPTIONS") or method == b"CONNECT"):
             raise ProtocolError(400, "invalid request target")
         self.started = False
         # llhttp marks an upgrade only for CONNECT or with an Upgrade header: ask it only then.
@@ -362,9 +363,12 @@ _JOIN_PAIR = b": ".join     # a (name, value) pair -> b"name: value", in C
 
 def encode_response_head(status: int, headers: Headers) -> bytes:
     """`HTTP/1.1 <status> <reason>` and the headers, ready for `transport.write`."""
+    line = _STATUS_LINES.get(status)        # _status_line's cache read inline: one call fewer per response
+    if line is None:
+        line = _status_line(status)
     if not headers:
-        return _status_line(status) + b"\r\n"
-    return b"%s%s\r\n\r\n" % (_status_line(status), b"\r\n".join(map(_JOIN_PAIR, headers)))
+        return line + b"\r\n"
+    return b"%s%s\r\n\r\n" % (line, b"\r\n".join(map(_JOIN_PAIR, headers)))
 
 
 def encode_request_head(method: bytes, target: bytes, headers: Headers) -> bytes:

@@ -33,7 +33,7 @@ from .hop import Hop, Workload
 from .mirror import send_mirror
 from .peer import decode_peer
 from .pool import ConnectionPool
-from .request_id import new_request_id
+from .request_id import new_request_id_pair
 from .retry import RetryPolicy
 from .router import Route, RouteDecision, split_authority
 from .upstream import UpstreamConnection
@@ -86,6 +86,7 @@ class Exchange:
         "request_bytes",
         "request_done",
         "request_id",
+        "request_id_text",
         "request_sent",
         "resp_chunked",
         "response_bytes",
@@ -131,6 +132,7 @@ class Exchange:
         self.request_bytes = 0
         self.response_bytes = 0
         self.request_id = b""
+        self.request_id_text = ""               # the id as text when this sidecar made it, else "" until needed
         self.authority = b""
         self.out_head = b""
         self.retried = False
@@ -175,8 +177,9 @@ class Exchange:
         request_id = hmap.get(b"x-request-id")
         added_id = not request_id
         if added_id:
-            request_id = new_request_id()
-        self.request_id = request_id or b""
+            self.request_id, self.request_id_text = new_request_id_pair()
+        else:
+            self.request_id = request_id or b""
         tracer = ctx.tracer
         if tracer is not None:
             name = _span_name(self.authority, decision.route if decision is not None else None)
@@ -192,28 +195,33 @@ class Exchange:
             return
         route = decision.route
         policy = decision.policy
-        if policy is not None and policy.retries is not None and not head.upgrade:
-            self.retry = policy.retries
-            # Body bytes read before the start are all still pending: they are the start of the kept copy.
-            if self.pending_size <= KEEP_LIMIT:
-                self.kept = list(self.pending)
-                self.kept_size = self.pending_size
-        # A mirror copy needs the whole body too: the same 64 KiB rule as retries (a bigger body is not mirrored).
-        mirror = policy.mirror if policy is not None and not head.upgrade else None
-        if mirror is not None and mirror.wanted() and (self.kept is not None or self.pending_size <= KEEP_LIMIT):
-            if self.kept is None:
-                self.kept = list(self.pending)
-                self.kept_size = self.pending_size
-            self.mirror_out = []
+        if policy is not None and not head.upgrade:     # Istio rules: retries and mirroring keep the body
+            if policy.retries is not None:
+                self.retry = policy.retries
+                # Body bytes read before the start are all still pending: they are the start of the kept copy.
+                if self.pending_size <= KEEP_LIMIT:
+                    self.kept = list(self.pending)
+                    self.kept_size = self.pending_size
+            # A mirror copy needs the whole body too: the same 64 KiB rule as retries (a bigger body is not
+            # mirrored).
+            mirror = policy.mirror
+            if (mirror is not None and mirror.wanted()
+                    and (self.kept is not None or self.pending_size <= KEEP_LIMIT)):
+                if self.kept is None:
+                    self.kept = list(self.pending)
+                    self.kept_size = self.pending_size
+                self.mirror_out = []
 
         connection = hmap.get(b"connection")
         drop = ctx.request_drop if connection is None else ctx.drop_with(False, connection)
-        if decision.rewrite_host:
+        rewrite_host = decision.rewrite_host
+        if rewrite_host:
             drop = drop | {b"host"}
-        # Most requests carry nothing to drop: then a C-level copy instead of a Python-level filter.
-        out: Headers = (head.headers.copy() if drop.isdisjoint(hmap)
+        # Most requests carry nothing to drop: then the head's own list, which nothing reads after this, instead of
+        # a Python-level filter.
+        out: Headers = (head.headers if drop.isdisjoint(hmap)
                         else [pair for pair in head.headers if pair[0] not in drop])
-        if decision.rewrite_host:
+        if rewrite_host:
             out.insert(0, (b"host", decision.authority))
         if policy is not None and policy.request_headers:
             out = policy.request_headers.apply(out)
@@ -795,6 +803,11 @@ class Exchange:
         else:
             source = ctx.identity
             destination = self.destination or _unknown_destination(decision)
+        # A sidecar sees the same few authorities over and over: each is decoded once (bounded, as _SPAN_NAMES).
+        authority = _AUTHORITIES.get(self.authority)
+        if authority is None:
+            authority = _authority_text(self.authority)
+        user_agent = hmap.get(b"user-agent")
         # Positional, in the field order of Hop (HOP_FIELDS, held equal by a test): a 24-keyword call costs about
         # 10k instructions more per request than the same call by position.
         hop = Hop(
@@ -804,10 +817,10 @@ class Exchange:
             _METHODS.get(head.method) or head.method.decode("latin-1"),
             head.target.decode("latin-1") if decision is None or not decision.rewrite_host
             else decision.target.decode("latin-1"),
-            self.authority.decode("latin-1"),
+            authority,
             "http",
-            hmap.get(b"user-agent", b"").decode("latin-1"),
-            self.request_id.decode("latin-1"),
+            user_agent.decode("latin-1") if user_agent is not None else "",
+            self.request_id_text or self.request_id.decode("latin-1"),
             self.conn.peer,
             self.upstream_address,
             decision.route.cluster if decision is not None else "",
@@ -848,6 +861,15 @@ _METHODS = {name: name.decode("latin-1") for name in (
     b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")}
 
 _SPAN_NAMES: dict[tuple[bytes, int, str], str] = {}
+_AUTHORITIES: dict[bytes, str] = {}
+
+
+def _authority_text(authority: bytes) -> str:
+    text = authority.decode("latin-1")
+    if len(_AUTHORITIES) >= 4096:
+        _AUTHORITIES.clear()            # a client inventing authorities must not grow this forever
+    _AUTHORITIES[authority] = text
+    return text
 
 
 def _span_name(authority: bytes, route: Route | None) -> str:

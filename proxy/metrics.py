@@ -4,7 +4,7 @@ Theory of operation: every finished hop is reduced to a key tuple of the values 
 (direction, source and destination `Workload`, status, response flags, gRPC status). The first hop with a
 new key builds a series object holding the pre-escaped label string and zeroed bucket arrays; every later hop
 costs one dict lookup (keyed by the Workload objects' ids, so no dataclass hash runs), a `bisect` for the
-duration, two remembered byte buckets and a few integer additions. Label strings, cumulative buckets and the
+duration, one remembered pair of byte buckets and a few integer additions. Label strings, cumulative buckets and the
 exposition text are produced only when `/metrics` is scraped.
 
 Label values follow Istio's stats filter (istio/proxy `istio_stats.cc`): `reporter` is `destination` on the
@@ -225,7 +225,7 @@ class IstioMetrics:
         self._http: dict[tuple[object, ...], _HttpSeries] = {}
         # (direction, id(source), id(destination), status, flags, grpc) -> (source, destination, series)
         self._by_identity: dict[tuple[object, ...], tuple[Workload, Workload, _HttpSeries]] = {}
-        self._byte_slots: dict[int, int] = {}          # body size -> its byte bucket
+        self._byte_slots: dict[tuple[int, int], tuple[int, int]] = {}  # (request, response) size -> their buckets
         self._tcp: dict[tuple[object, ...], _TcpSeries] = {}
         self._max_series = max_series
         self._overflow = 0
@@ -261,28 +261,25 @@ class IstioMetrics:
             value = hop.duration_ms
             series.duration[bisect_left(self._duration_bounds, value)] += 1
             series.duration_sum += value
-            # Body sizes repeat (0 for every GET, the same few response sizes): their bucket is remembered.
-            slots = self._byte_slots
-            size = hop.request_bytes
-            slot = slots.get(size)
-            if slot is None:
-                slot = self._byte_slot(size)
-            series.request_bytes[slot] += 1
-            series.request_bytes_sum += size
-            size = hop.response_bytes
-            slot = slots.get(size)
-            if slot is None:
-                slot = self._byte_slot(size)
-            series.response_bytes[slot] += 1
-            series.response_bytes_sum += size
+            # Body sizes repeat (0 for every GET, the same few response sizes): the buckets of a pair of sizes are
+            # remembered, one look-up for both.
+            sizes = (hop.request_bytes, hop.response_bytes)
+            slots = self._byte_slots.get(sizes)
+            if slots is None:
+                slots = self._byte_slot_pair(sizes)
+            series.request_bytes[slots[0]] += 1
+            series.request_bytes_sum += sizes[0]
+            series.response_bytes[slots[1]] += 1
+            series.response_bytes_sum += sizes[1]
         except Exception:
             self._errors += 1  # telemetry never breaks a request
 
-    def _byte_slot(self, size: int) -> int:
-        slot = bisect_left(self._bytes_bounds, size)
+    def _byte_slot_pair(self, sizes: tuple[int, int]) -> tuple[int, int]:
+        bounds = self._bytes_bounds
+        slots = (bisect_left(bounds, sizes[0]), bisect_left(bounds, sizes[1]))
         if len(self._byte_slots) < _MAX_IDENTITY_KEYS:
-            self._byte_slots[size] = slot
-        return slot
+            self._byte_slots[sizes] = slots
+        return slots
 
     def _new_http_series(self, key: tuple[object, ...], hop: Hop, grpc_status: object) -> _HttpSeries:
         src, dst = hop.source, hop.destination

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from meshtrace.proxy.request_id import new_request_id
+from meshtrace.proxy.request_id import new_request_id, new_request_id_pair
 
 
 def test_ids_are_distinct_version_4_uuids() -> None:
@@ -35,3 +35,9 @@ def test_forked_child_does_not_repeat_the_parents_ids() -> None:
     parent_ids = {parent[i:i + 36] for i in range(0, len(parent), 36)}
     assert len(child_ids) == 10
     assert not child_ids & parent_ids
+
+
+def test_the_pair_is_one_id_as_bytes_and_as_text() -> None:
+    pairs = [new_request_id_pair() for _ in range(600)]     # across a refill
+    assert all(text.encode("ascii") == value for value, text in pairs)
+    assert len({value for value, _ in pairs}) == len(pairs)
