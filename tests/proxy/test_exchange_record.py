@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import socket
 
 from proxy_harness import SidecarThread, UpstreamServer
 
-from meshtrace.proxy.exchange import HOP_FIELDS
 from meshtrace.proxy.hop import Hop, Workload
 
 
-def test_positional_field_order_is_hops_own() -> None:
-    # The exchange builds its Hop by position (much cheaper than 24 keywords): a field moved or inserted in Hop
-    # would otherwise silently land in the wrong place.
-    names = tuple(field.name for field in dataclasses.fields(Hop))
-    assert names[:len(HOP_FIELDS)] == HOP_FIELDS
-    assert all(field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
-               for field in dataclasses.fields(Hop)[len(HOP_FIELDS):])
+def _unset_fields(hop: Hop) -> list[str]:
+    unset = []
+    for field in dataclasses.fields(Hop):
+        try:
+            getattr(hop, field.name)
+        except AttributeError:
+            unset.append(field.name)
+    return unset
+
+
+def test_every_field_of_the_hop_is_set(sidecar: SidecarThread) -> None:
+    # The exchange fills its Hop field by field, without the dataclass __init__ (much cheaper): a field added to
+    # Hop and not to the exchange would be missing, and every observer reading it would fail.
+    conn = http.client.HTTPConnection("127.0.0.1", sidecar.port(), timeout=10)
+    conn.request("GET", "/")
+    conn.getresponse().read()
+    conn.close()
+    with socket.create_connection(("127.0.0.1", sidecar.port()), timeout=10) as sock:  # answered by the proxy
+        sock.sendall(b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 405 ")
+    forwarded, local = sidecar.wait_hops(2)
+    assert (forwarded.status, local.status) == (200, 405)
+    assert _unset_fields(forwarded) == []
+    assert _unset_fields(local) == []
 
 
 def test_a_forwarded_request_is_recorded_field_by_field(sidecar: SidecarThread, upstream: UpstreamServer) -> None:
