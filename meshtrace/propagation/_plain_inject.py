@@ -12,21 +12,24 @@ the span id a placeholder character; neither can occur in a header value) keyed 
 so a sibling's headers are one `replace` and one `split` of it. Anything else returns None and the caller
 takes each format's own renderer, which a property test holds equal to this one.
 
-A client integration that has just started an SDK span under the current context asks `child_pairs(context,
-span)`: the first such call renders through `pairs` and notes the context object (many requests make one
-outbound call only, and they pay nothing more); the second child under it also remembers the span's parent
-and what the template was built from; the next child started under that very context (the context is immutable, so
-identity means it holds the same debug flag, baggage, request id and parent span) is checked only on the
-child's own fields and goes straight to the template (kept as each value's parts around the span id, so only
-the values that hold the span id are built), skipping every context look-up. The fields are an SDK span's
-`_context` and `_parent`, read directly when its type keeps the SDK's accessors for them, and the span
+A client integration that has just started an SDK span under the current context asks `child_keyed(context,
+span)` (the same headers, keyed: see _child_render). The span's own fields and the few context entries a plain
+render depends on (debug, baggage, request id, a remembered remote parent) are read directly, and the headers
+come from the render function compiled for that kind of span context (_child_render), whose per-parent part
+runs once: a first call per request costs one such factory call. When the span has a parent, the render is
+remembered with the context object, the span's type and parent and what the render was built from; the next
+child started under that very context (the context is immutable, so identity means it holds the same debug
+flag, baggage, request id and parent span) is checked only on the child's own fields and calls the remembered
+render with its span id, skipping every context look-up. The fields are an SDK span's `_context` and
+`_parent`, read directly when its type keeps the SDK's accessors for them (checked once per type), and the span
 context's trace id, flags, trace state (by identity), validity and remoteness, read as tuple items when the
-installed API lays SpanContext out so. A property test holds it equal to `pairs`.
+installed API lays SpanContext out so; any other span goes through `pairs`. A property test holds it equal to
+`pairs`.
 """
 
 from __future__ import annotations
 
-from typing import Final, cast
+from typing import Final
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry.context import Context, get_current
@@ -34,17 +37,29 @@ from opentelemetry.sdk.trace import ReadableSpan, _Span
 from opentelemetry.trace import Span, SpanContext, TraceFlags, TraceState
 
 from meshtrace.propagation import b3, jaeger, ottrace, requestid, tracecontext
+from meshtrace.propagation._child_render import (
+    B3MULTI,
+    B3SINGLE,
+    JAEGER,
+    OTTRACE,
+    TRACECONTEXT,
+    Factory,
+    Keyed,
+    Kind,
+    Render,
+    factory,
+)
 from meshtrace.propagation._common import _REMOTE_PARENT, _SPAN_KEY
-from meshtrace.propagation._context import get_request_id, is_debug, is_sampling_deferred
+from meshtrace.propagation._context import DEBUG_KEY, REQUEST_ID_KEY, get_request_id, is_debug, is_sampling_deferred
 
-__all__ = ["Pairs", "PlainInjector"]
+__all__ = ["Keyed", "Pairs", "PlainInjector"]
 
 Pairs = tuple[tuple[str, str], ...]
 
 # The context key OpenTelemetry keeps the baggage under, learnt through the public API (it is private).
 _BAGGAGE_KEY: Final = next(iter(otel_baggage.set_baggage("k", "v", Context())))
 
-_TRACECONTEXT, _B3MULTI, _B3SINGLE, _JAEGER, _OTTRACE = range(5)
+_TRACECONTEXT, _B3MULTI, _B3SINGLE, _JAEGER, _OTTRACE = TRACECONTEXT, B3MULTI, B3SINGLE, JAEGER, OTTRACE
 # W3C baggage writes nothing for a context without baggage, the only kind this path renders.
 _CODES: Final[dict[str, int | None]] = {
     "tracecontext": _TRACECONTEXT,
@@ -61,9 +76,10 @@ _SEP: Final = "\n"
 _SPAN: Final = "\x01"
 _NO_TEMPLATE: Final = (None, None, (), "")
 _FLAGS_HEX: Final = ("00", "01", "02", "03")  # the W3C flags byte for sampled and random, the bits passed on
-_Child = tuple[Context | None, type | None, SpanContext | None, int, int, TraceState | None, tuple[str, ...],
-               tuple[tuple[str, ...], ...]]
-_NO_CHILD: Final[_Child] = (None, None, None, 0, 0, None, (), ())
+# (context, span type, parent span context, trace id, flags, trace state, render) of the last child with a parent:
+# see the module doc.
+_Child = tuple[Context | None, type | None, SpanContext | None, int, int, TraceState | None, Render]
+_NO_CHILD: Final[_Child] = (None, None, None, 0, 0, None, lambda span_id: ())  # no context is None: never called
 
 
 def _tuple_layout() -> bool:
@@ -73,22 +89,32 @@ def _tuple_layout() -> bool:
     return isinstance(probe, tuple) and tuple(probe) == (0x1F, 0x2E, True, 1, state, True) and probe[4] is state
 
 
-# Read at import: child_pairs reads a span context's fields as tuple items (no property call each) only then.
+# Read at import: child_keyed reads a span context's fields as tuple items (no property call each) only then.
 _TUPLE_LAYOUT: Final = _tuple_layout()
 _SDK_GETTERS: Final = (ReadableSpan.get_span_context, _Span.get_span_context)
 
 
 def _reads_fields(span_type: type) -> bool:
     """True for an SDK span type whose span context and parent are its `_context` and `_parent` fields as they
-    are (the SDK's own accessors, not overridden): child_pairs then reads the fields, without two calls."""
-    return issubclass(span_type, ReadableSpan) and getattr(span_type, "get_span_context", None) in _SDK_GETTERS \
+    are (the SDK's own accessors, not overridden): child_keyed then reads the fields, without two calls."""
+    return issubclass(span_type, ReadableSpan) and issubclass(span_type, Span) \
+        and getattr(span_type, "get_span_context", None) in _SDK_GETTERS \
         and getattr(span_type, "parent", None) is ReadableSpan.parent
+
+
+# span type -> _TUPLE_LAYOUT and _reads_fields(span type), for child_keyed (a process meets a type or two).
+_READS_FIELDS: dict[type, bool] = {}
+_MAX_TYPES: Final = 64
+
+
+def _keyed(pairs: Pairs | None) -> Keyed | None:
+    return None if pairs is None else tuple((name, (name, value)) for name, value in pairs)
 
 
 class PlainInjector:
     """Renders the configured `formats` (canonical names) plus `x-request-id` for plain contexts."""
 
-    __slots__ = ("_child", "_codes", "_last", "_pending", "_template")
+    __slots__ = ("_child", "_codes", "_factories", "_last", "_template")
 
     def __init__(self, formats: tuple[str, ...]) -> None:
         self._codes = tuple(code for name in formats if (code := _CODES[name]) is not None)
@@ -98,10 +124,10 @@ class PlainInjector:
         # (what the render depends on but the span id and the trace state, the trace state, header names,
         # values template): see the module doc. Replaced whole, as _last.
         self._template: tuple[tuple[object, ...] | None, object, tuple[str, ...], str] = _NO_TEMPLATE
-        # (context, span type, parent span context, trace id, flags, trace state, header names, values template)
-        # for child_pairs: see the module doc. Replaced whole, as _last.
+        # For child_keyed: see _Child. Replaced whole, as _last.
         self._child = _NO_CHILD
-        self._pending: Context | None = None  # the context of the last first child: see child_pairs
+        # The render factory of each kind of span context met (at most 64: see _first_child).
+        self._factories: dict[Kind, Factory] = {}
 
     def pairs(self, context: Context | None) -> Pairs | None:
         """Every (header, value) to send for `context`, or None when it is not plain."""
@@ -130,9 +156,9 @@ class PlainInjector:
         self._last = (sc, parent_id, request_id, pairs)
         return pairs
 
-    def child_pairs(self, context: Context, span: Span, inner: Context | None = None) -> Pairs | None:
-        """`pairs` of `context` with `span` current (`inner`, when the caller has that context already), for a
-        span just started under `context` (its parent)."""
+    def child_keyed(self, context: Context, span: Span, inner: Context | None = None) -> Keyed | None:
+        """`pairs` of `context` with `span` current (`inner`, when the caller has that context already), keyed
+        (see _child_render), for a span just started under `context` (its parent)."""
         child = self._child
         if child[0] is context and type(span) is child[1]:
             # The SDK's get_span_context()/parent return these fields as they are (checked for the type).
@@ -140,33 +166,45 @@ class PlainInjector:
             # sc[5]: valid; sc[2]: remote. The rest of what pairs() checks depends on the context alone.
             if parent is child[2] and sc[0] == child[3] and sc[3] == child[4] and sc[4] is child[5] and sc[5] \
                     and not sc[2]:
-                # Each value is its parts joined by the span id in hex (a value without one is a single part,
-                # which join returns as it is); to_bytes().hex() is "%016x" for a valid span id, and cheaper.
-                # Names and parts come from one template, so they pair up without zip's strict check.
-                return tuple(zip(child[6], map(sc[1].to_bytes(8, "big").hex().join, child[7]), strict=False))
-        pairs = self.pairs(Context({**context, _SPAN_KEY: span}) if inner is None else inner)
-        if self._pending is not context:
-            # A first child under this context: many requests make a single outbound call, so what lets a
-            # sibling take the template is only worked out for a second child.
-            self._pending = context
-            return pairs
-        return self._remember_child(context, span, pairs)
+                return child[6](sc[1])
+        return self._first_child(context, span, inner)
 
-    def _remember_child(self, context: Context, span: Span, pairs: Pairs | None) -> Pairs | None:
-        """`pairs`, as rendered for `span`; remembers what lets the next sibling of `span` take the template."""
-        if pairs is None or not _TUPLE_LAYOUT or not _reads_fields(type(span)):
-            return pairs
-        sc, parent = span.get_span_context(), cast(ReadableSpan, span).parent
-        if sc.is_remote or not isinstance(parent, SpanContext) or not parent.is_valid:
-            return pairs
-        template = self._template
-        # pairs() went through the template for this span unless a value ruled a template out.
-        if template[1] is sc.trace_state and template[0] == (sc.trace_id, sc.trace_flags, parent.span_id,
-                                                               get_request_id(context)):
-            parts = tuple(tuple(value.split(_SPAN)) for value in template[3].split(_SEP))
-            self._child = (context, type(span), parent, sc.trace_id, sc.trace_flags, sc.trace_state, template[2],
-                           parts)
-        return pairs
+    def _first_child(self, context: Context, span: Span, inner: Context | None) -> Keyed | None:
+        """`child_keyed` without the sibling's shortcut: renders through the factory of the span context's kind
+        and, when the span has a parent, remembers the render for its siblings."""
+        span_type = type(span)
+        reads = _READS_FIELDS.get(span_type)
+        if reads is None:
+            reads = _TUPLE_LAYOUT and _reads_fields(span_type)
+            if len(_READS_FIELDS) < _MAX_TYPES:
+                _READS_FIELDS[span_type] = reads
+        if not reads:
+            return _keyed(self.pairs(Context({**context, _SPAN_KEY: span}) if inner is None else inner))
+        sc, parent = span._context, span._parent  # type: ignore[attr-defined]
+        # What pairs() checks, read from the context the span was started under (inner holds the same entries):
+        # valid, not remote (so no deferred decision applies), no debug, no baggage.
+        if not sc[5] or sc[2] or context.get(DEBUG_KEY) is True or context.get(_BAGGAGE_KEY):
+            return _keyed(self.pairs(Context({**context, _SPAN_KEY: span}) if inner is None else inner))
+        parent_id = 0
+        if isinstance(parent, SpanContext) and parent.is_valid:
+            parent_id = parent.span_id
+        else:
+            parent = None
+            remembered = context.get(_REMOTE_PARENT)
+            if isinstance(remembered, tuple) and remembered[0] == sc[1]:
+                parent_id = remembered[1] or 0
+        request_id = context.get(REQUEST_ID_KEY)
+        if not isinstance(request_id, str) or not requestid.sendable(request_id):
+            request_id = ""
+        trace_id, flags, state = sc[0], sc[3], sc[4]
+        kind: Kind = (flags & 0x03, parent_id != 0, bool(state), trace_id >> 64 == 0, request_id != "")
+        make = self._factories.get(kind)
+        if make is None:
+            make = self._factories[kind] = factory(self._codes, kind)
+        render = make(trace_id, parent_id, state.to_header() if state else "", request_id)
+        if parent is not None:
+            self._child = (context, span_type, parent, trace_id, flags, state, render)
+        return render(sc[1])
 
     def _from_template(self, sc: SpanContext, parent_id: int | None, request_id: str | None) -> Pairs:
         # The trace state by identity (a child shares its parent's): equal TraceStates may differ in order.

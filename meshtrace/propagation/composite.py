@@ -5,10 +5,10 @@ cheapest path that gives the same answer: a WSGI environ handed to `extract_envi
 `environ` (Envoy's B3 headers fused into one pass); a plain dict of lowercase names holding one trace format
 is read by `_plain_extract`; any other mapping is lowered once and only the parsers of formats present run; a
 foreign getter is asked for every name. Injection renders a plain context (valid, decided, no debug, no
-baggage) in one pass through `_plain_inject`, remembered for a span that injects again and, for the sibling
-CLIENT spans a client integration starts under one context, as a template only their span id is spliced into
-(`child_headers`); a dict carrier is written with a single update; anything else goes through each format's
-renderer. Property tests hold every shortcut equal to the general path.
+baggage) in one pass through `_plain_inject`, remembered for a span that injects again; a CLIENT span a client
+integration has just started is rendered by a function compiled per kind of span context, whose per-parent part
+its siblings (same context) share (`child_keyed`); a dict carrier is written with a single update; anything
+else goes through each format's renderer. Property tests hold every shortcut equal to the general path.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from meshtrace.propagation import _prefixed, b3, baggage, jaeger, ottrace, reque
 from meshtrace.propagation._common import SAMPLED, Extracted, Headers, Outgoing, emit
 from meshtrace.propagation._getter import CaseInsensitiveGetter
 from meshtrace.propagation._plain_extract import extract_plain
-from meshtrace.propagation._plain_inject import PlainInjector
+from meshtrace.propagation._plain_inject import Keyed, PlainInjector
 from meshtrace.propagation.environ import environ_headers, extract_from_environ
 
 __all__ = ["DEFAULT_FORMATS", "ENV_VAR", "MeshPropagator", "parse_formats"]
@@ -211,12 +211,19 @@ class MeshPropagator(textmap.TextMapPropagator):
     def child_headers(self, context: Context, span: Span, inner: Context | None = None) -> tuple[tuple[str, str], ...]:
         """`headers_for` a copy of `context` with `span` as its current span (`inner`, when the caller has made
         that context already), `span` having just been started under `context`: what a client integration sends
-        for its new CLIENT span. Siblings of such a span (same parent context) take the plain render's template
-        without reading the context again."""
-        pairs = self._plain.child_pairs(context, span, inner)
-        if pairs is not None:
-            return pairs
-        return self.headers_for(trace.set_span_in_context(span, context) if inner is None else inner)
+        for its new CLIENT span. See `child_keyed`, which says the same keyed by name."""
+        return tuple([pair for _, pair in self.child_keyed(context, span, inner)])
+
+    def child_keyed(self, context: Context, span: Span, inner: Context | None = None) -> Keyed:
+        """`child_headers`, each (lowercase name, value) pair keyed by its name: `((name, (name, value)), ...)`,
+        what a header store keyed by lowered names (requests' CaseInsensitiveDict) takes in one update. Rendered
+        by a function compiled per kind of span context; siblings of `span` (same parent context) reuse its
+        per-parent part without reading the context again. The result may be shared and must not be mutated."""
+        keyed = self._plain.child_keyed(context, span, inner)
+        if keyed is not None:
+            return keyed
+        pairs = self.headers_for(trace.set_span_in_context(span, context) if inner is None else inner)
+        return tuple([(name, (name, value)) for name, value in pairs])
 
     @property
     def fields(self) -> set[str]:
