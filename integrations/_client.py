@@ -9,10 +9,10 @@ second span and code below (hooks, adapters, transports) sees the span as curren
 `_Call.fail(exc)` detach and end it. Every step is guarded.
 
 Per call, the usual case costs little: with meshtrace's MeshPropagator as the global one, the headers come
-from `MeshPropagator.child_headers` (rendered once per parent context, then only the new span id spliced in,
-see propagation._plain_inject) and are
-written by the client library's own `write_headers` (requests: straight into its header store, when a probe
-at start-up shows that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime
+from `MeshPropagator.child_keyed` (by a function compiled per kind of span context whose per-parent part runs
+once, see propagation._child_render), keyed by name, and are written by the client library's own
+`write_headers` (requests: straight into its header store with one update, when a probe at start-up shows
+that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime
 context, the context is read, attached and detached on its ContextVar directly (the same calls, without two
 wrapper frames each); the response status goes into a light span's attributes without the SDK's copy.
 """
@@ -38,6 +38,7 @@ from meshtrace.integrations._common import (
 )
 from meshtrace.lightspan import LightSpan
 from meshtrace.propagation import MeshPropagator
+from meshtrace.propagation._plain_inject import Keyed
 from meshtrace.spans import set_clean_attributes, start_span
 
 __all__ = ["ClientTracer", "WriteHeaders", "begin_call", "send_wrapper", "set_each", "split_url"]
@@ -48,14 +49,15 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "
 _ERROR = Status(StatusCode.ERROR)
 _STATUS_CODE = "http.response.status_code"
 
-# Writes (lowercase name, value) pairs into a client library's header mapping, replacing any spelling.
-WriteHeaders = Callable[[Any, tuple[tuple[str, str], ...]], None]
+# Writes (lowercase name, (lowercase name, value)) items (MeshPropagator.child_keyed) into a client library's
+# header mapping, replacing any spelling.
+WriteHeaders = Callable[[Any, Keyed], None]
 
 
-def set_each(headers: MutableMapping[str, str], pairs: tuple[tuple[str, str], ...]) -> None:
+def set_each(headers: MutableMapping[str, str], keyed: Keyed) -> None:
     """The public way: one `headers[name] = value` per header (what OpenTelemetry's default setter does)."""
-    for name, value in pairs:
-        headers[name] = value
+    for name, pair in keyed:
+        headers[name] = pair[1]
 
 
 def split_url(url: str) -> tuple[str, str, str]:
@@ -174,7 +176,7 @@ class ClientTracer:
         inner = otel_context.Context({**current, _SPAN_KEY: span, SUPPRESS_HTTP_KEY: True})
         textmap = propagate.get_global_textmap()
         if type(textmap) is MeshPropagator:
-            self.write_headers(headers, textmap.child_headers(current, span, inner))
+            self.write_headers(headers, textmap.child_keyed(current, span, inner))
         else:
             textmap.inject(headers, inner)
         return _Call(self, span, otel_context.attach(inner) if var is None else var.set(inner), var)

@@ -16,7 +16,6 @@ otherwise, and for any other header type, each header is set the public way.
 from __future__ import annotations
 
 from collections import OrderedDict
-from operator import itemgetter
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +23,7 @@ from opentelemetry.trace import TracerProvider
 
 from meshtrace.integrations._base import Instrumentor
 from meshtrace.integrations._client import ClientTracer, send_wrapper, set_each
+from meshtrace.propagation._plain_inject import Keyed
 
 __all__ = ["RequestsInstrumentor", "instrument", "instrumentor", "uninstrument"]
 
@@ -32,38 +32,36 @@ def _describe(request: Any) -> tuple[str, str, Any]:
     return request.method or "GET", request.url or "", request.headers
 
 
-_name_of = itemgetter(0)
-
-
 def _store_of(headers: Any) -> Any:
     """requests' private store behind `headers` (lowercase name -> (name as set, value)), or None."""
     store = getattr(headers, "__dict__", {}).get("_store")
     return store if type(store) is OrderedDict else None
 
 
-def _write_into_store(headers: Any, pairs: tuple[tuple[str, str], ...]) -> None:
-    # Each pair is (lowercase name, value): exactly the entry `headers[name] = value` stores under `name`.
-    # _store_of() inline, and zip without its strict check (the names come from the pairs): every call runs this.
+def _write_into_store(headers: Any, keyed: Keyed) -> None:
+    # Each item is (lowercase name, (lowercase name, value)): exactly the entry `headers[name] = value` stores
+    # under `name`. _store_of() inline: every call runs this.
     if type(headers) is _case_insensitive_dict:
         store = headers.__dict__.get("_store")
         if type(store) is OrderedDict:
-            store.update(zip(map(_name_of, pairs), pairs, strict=False))
+            store.update(keyed)
             return
-    set_each(headers, pairs)
+    set_each(headers, keyed)
 
 
 def store_write_matches(case_insensitive_dict: Any) -> bool:
     """True when writing into `case_insensitive_dict`'s store leaves it as `__setitem__` does (the probe)."""
     try:
         start = {"Accept": "*/*", "X-B3-Sampled": "0", "B3": "0"}
-        pairs = (("x-b3-sampled", "1"), ("traceparent", "00-1-2-01"), ("b3", "1"))
+        keyed = tuple((name, (name, value)) for name, value in (
+            ("x-b3-sampled", "1"), ("traceparent", "00-1-2-01"), ("b3", "1")))
         expected, probed = case_insensitive_dict(start), case_insensitive_dict(start)
-        set_each(expected, pairs)
+        set_each(expected, keyed)
         if type(probed) is not case_insensitive_dict or _store_of(probed) is None:
             return False
-        _store_of(probed).update(zip(map(_name_of, pairs), pairs, strict=True))
+        _store_of(probed).update(keyed)
         return (list(probed.items()) == list(expected.items()) and probed == expected
-                and all(probed[name.upper()] == value for name, value in pairs))
+                and all(probed[name.upper()] == value for name, (_, value) in keyed))
     except Exception:
         return False
 

@@ -74,10 +74,10 @@ def _setup(variant: str) -> tuple[Callable[[], None], Any]:
         from meshtrace.integrations import requests as mt_requests
         mt_requests.instrument(tracer_provider=provider)
         if variant == "mesh-nowrite":
-            mt_requests.instrumentor.client.write_headers = lambda headers, pairs: None
+            mt_requests.instrumentor.client.write_headers = lambda headers, keyed: None
         elif variant == "mesh-norender":
-            mt_requests.instrumentor.client.write_headers = lambda headers, pairs: None
-            MeshPropagator.child_headers = lambda self, context, span, inner=None: ()  # type: ignore[method-assign]
+            mt_requests.instrumentor.client.write_headers = lambda headers, keyed: None
+            MeshPropagator.child_keyed = lambda self, context, span, inner=None: ()  # type: ignore[method-assign]
     session = requests.Session()
     session.mount("http://", MockedAdapter())
 

@@ -18,6 +18,7 @@ from meshtrace.integrations._client import set_each
 
 PAIRS = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("x-b3-sampled", "1"),
          ("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"), ("x-request-id", "rid-1"))
+KEYED = tuple((name, (name, value)) for name, value in PAIRS)  # as MeshPropagator.child_keyed gives them
 
 
 @pytest.fixture
@@ -38,8 +39,8 @@ def test_the_installed_requests_passes_the_store_probe(instrumented: None) -> No
 def test_direct_write_reads_back_as_setitem_does(instrumented: None) -> None:
     start = {"User-Agent": "t/1", "X-B3-Sampled": "0", "X-Request-ID": "old", "Accept": "*/*"}
     direct, public = CaseInsensitiveDict(start), CaseInsensitiveDict(start)
-    mt_requests._write_into_store(direct, PAIRS)
-    set_each(public, PAIRS)
+    mt_requests._write_into_store(direct, KEYED)
+    set_each(public, KEYED)
     assert list(direct.items()) == list(public.items())
     assert direct["X-B3-SAMPLED"] == "1"
     assert direct["X-Request-Id"] == "rid-1"
@@ -52,7 +53,7 @@ def test_other_header_types_are_set_the_public_way(instrumented: None) -> None:
             super().__setitem__(key, value.upper())
 
     headers = Headers({"Accept": "*/*"})
-    mt_requests._write_into_store(headers, PAIRS)
+    mt_requests._write_into_store(headers, KEYED)
     assert headers["x-request-id"] == "RID-1"  # the subclass's own __setitem__ ran
 
 
