@@ -546,7 +546,8 @@ class Exchange:
         if self._timer is not None:
             self._cancel_timer()
         status = head.status
-        if self.decision is not None and self.decision.route.health is not None:
+        decision = self.decision
+        if decision is not None and decision.route.health is not None:
             self._record_health(status)
         retry = self.retry
         if retry is not None and retry.retriable_status(status):
@@ -557,13 +558,15 @@ class Exchange:
             self._cancel_deadline()
         ctx = self.ctx
         conn = self.conn
+        request = self.head
         self.status = status
         self.up_keep_alive = head.keep_alive
         peer = ctx.peer_header
         connection = head.connection
         drop = (ctx.response_drop if connection is None
                 else ctx.response_drops.get(connection) or ctx.drop_with(True, connection))
-        if status == 101 and self.head.upgrade:
+        upgrade = request.upgrade
+        if upgrade and status == 101:
             drop = drop - _TUNNEL_KEEP  # a 101 must keep Connection/Upgrade: they say which protocol now runs
         headers = head.headers
         out: Headers = [pair for pair in headers if pair[0] not in drop]
@@ -573,30 +576,31 @@ class Exchange:
             announced = head.hmap.get(peer)
             if announced is not None:
                 self.destination = decode_peer(announced)   # who answered, as its sidecar says
-        decision = self.decision
         if decision is not None and decision.policy is not None and decision.policy.response_headers:
             out = decision.policy.response_headers.apply(out)
-        if status == 101 and self.head.upgrade:
-            self.response_started = True
-            self.tunnel = True
-            conn.write(encode_response_head(101, out))
-            conn.start_tunnel(self)
-            if self.upgrade_tail and self.upstream is not None:
-                self.upstream.write(self.upgrade_tail)
-                self.upgrade_tail = None
-            return
-        no_body = self.head.method == b"HEAD" or status in (204, 304)
-        if not no_body and head.content_length is None:
-            if self.head.version == b"1.1":
+        if upgrade:
+            if status == 101:
+                self.response_started = True
+                self.tunnel = True
+                conn.write(encode_response_head(101, out))
+                conn.start_tunnel(self)
+                if self.upgrade_tail and self.upstream is not None:
+                    self.upstream.write(self.upgrade_tail)
+                    self.upgrade_tail = None
+                return
+            self.keep_alive = False         # a refused upgrade leaves the downstream parser spent
+        version_11 = request.version == b"1.1"
+        if head.content_length is None and status not in (204, 304) and request.method != b"HEAD":
+            if version_11:
                 out.append((b"transfer-encoding", b"chunked"))
                 self.resp_chunked = True
             else:
                 self.keep_alive = False     # HTTP/1.0 client: the body ends when we close
-        if self.head.upgrade or conn.draining:
-            self.keep_alive = False         # a refused upgrade leaves the downstream parser spent
+        if conn.draining:
+            self.keep_alive = False
         if not self.keep_alive:
             out.append((b"connection", b"close"))
-        elif self.head.version == b"1.0":
+        elif request.version == b"1.0":
             out.append((b"connection", b"keep-alive"))
         self.response_started = True
         self._out.append(encode_response_head(status, out))

@@ -50,6 +50,9 @@ class RouteDecision:
     no_host: bool = False           # the cluster has no host to send to: 503 `UH`
 
 
+_new_decision = object.__new__
+
+
 class Router(Protocol):
     def route(self, head: RequestHead, peer: str = "") -> RouteDecision | None: ...
 
@@ -125,7 +128,15 @@ class InboundRouter:
             target, authority = origin_form(target)
             if authority is not None:
                 return RouteDecision(self.route_, target, authority, True)
-        return RouteDecision(self.route_, target, head.hmap.get(b"host", b""))
+        # RouteDecision's dataclass __init__ without its call (about 1.3k instructions per request): every field.
+        decision = _new_decision(RouteDecision)
+        decision.route = self.route_
+        decision.target = target
+        decision.authority = head.hmap.get(b"host", b"")
+        decision.rewrite_host = False
+        decision.policy = None
+        decision.no_host = False
+        return decision
 
 
 class OutboundRouter:

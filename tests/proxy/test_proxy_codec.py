@@ -14,7 +14,7 @@ from meshtrace.proxy.codec import (
 )
 from meshtrace.proxy.errors import ProtocolError
 from meshtrace.proxy.headers import HOP_BY_HOP, connection_tokens, drop_set, filter_headers
-from meshtrace.proxy.router import InboundRouter, OutboundRouter, split_authority
+from meshtrace.proxy.router import InboundRouter, OutboundRouter, RouteDecision, split_authority
 
 
 class Sink:
@@ -262,3 +262,9 @@ def test_the_codecs_response_head_is_the_one_its_init_makes() -> None:
     made = ResponseHead(head.status, head.headers, head.keep_alive, head.chunked, head.content_length,
                         head.connection)
     assert _slots(head) == _slots(made)
+
+
+def test_the_inbound_routers_decision_is_the_one_its_init_makes() -> None:
+    # Made slot by slot (no dataclass __init__ call): every field as RouteDecision's own defaults give it.
+    router = InboundRouter("127.0.0.1", 8080)
+    assert router.route(_head(b"/p?q", b"h:1")) == RouteDecision(router.route_, b"/p?q", b"h:1")
