@@ -6,15 +6,18 @@ already tracing this call). Otherwise it starts a CLIENT span under the current 
 configured format (plus baggage and `x-request-id`, which ride in the context) with the global propagator,
 and attaches a context that holds the span and OpenTelemetry's suppress-HTTP key, so no layer below makes a
 second span and code below (hooks, adapters, transports) sees the span as current. `_Call.done(status)` /
-`_Call.fail(exc)` detach and end it. Every step is guarded.
+`_Call.fail(exc)` detach and end it. The synchronous wrapper (`send_wrapper`) takes the same steps without the
+`_Call` object: `ClientTracer.begin` hands back (span, token, ContextVar) and `finish`/`fail` end the call.
+Every step is guarded.
 
 Per call, the usual case costs little: with meshtrace's MeshPropagator as the global one, the headers come
 from `MeshPropagator.child_keyed` (by a function compiled per kind of span context whose per-parent part runs
 once, see propagation._child_render), keyed by name, and are written by the client library's own
 `write_headers` (requests: straight into its header store with one update, when a probe at start-up shows
-that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime
-context, the context is read, attached and detached on its ContextVar directly (the same calls, without two
-wrapper frames each); the response status goes into a light span's attributes without the SDK's copy.
+that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime context, the
+context is read, attached and detached on its ContextVar directly (the same calls, without two wrapper frames
+each), and the context attached is one copy of the current one filled with the span and the suppress key; the
+response status goes into a light span's attributes without the SDK's copy.
 """
 from __future__ import annotations
 
@@ -30,18 +33,20 @@ from meshtrace.integrations._base import Switch, log_failure
 from meshtrace.integrations._common import (
     CONTEXT_RUNTIME,
     CONTEXT_VAR,
+    LEGACY_SUPPRESS_KEY,
     SUPPRESS_HTTP_KEY,
+    SUPPRESS_KEY,
     TracerCache,
     detach,
     host_and_port,
-    is_suppressed,
 )
 from meshtrace.lightspan import LightSpan
 from meshtrace.propagation import MeshPropagator
 from meshtrace.propagation._plain_inject import Keyed
 from meshtrace.spans import set_clean_attributes, start_span
 
-__all__ = ["ClientTracer", "WriteHeaders", "begin_call", "send_wrapper", "set_each", "split_url"]
+__all__ = ["Began", "ClientTracer", "WriteHeaders", "begin_call", "fail", "finish", "send_wrapper", "set_each",
+           "split_url"]
 
 #: The context key OpenTelemetry keeps the current span under, learnt through the public API (it is private).
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
@@ -92,53 +97,68 @@ def _facts_of(url: str, authority: str | None, scheme: str | None) -> tuple[str,
     return facts
 
 
+# What begin() hands to finish()/fail(): the span, the attach token and the ContextVar it was set on (None: the
+# API's attach). A tuple rather than an object: one is made per call.
+Began = tuple[trace.Span, Any, "ContextVar[otel_context.Context] | None"]
+_dict_setitem = dict.__setitem__  # fills a Context made here, before anyone else sees it (Context forbids []=)
+
+
+def finish(library: str, began: Began, status_code: int) -> None:
+    """Detach the call's context and end its span with the response status; never raises (logged)."""
+    span, token, var = began
+    try:
+        if var is None:
+            otel_context.detach(token)
+        else:  # detach() inline: this runs on every call
+            try:
+                var.reset(token)
+            except Exception:  # another context's token: the API logs it
+                otel_context.detach(token)
+        if status_code < 400 and type(span) is LightSpan and span.add_plain_attribute(_STATUS_CODE, status_code):
+            pass
+        elif span.is_recording():
+            if status_code >= 400:
+                set_clean_attributes(span, {_STATUS_CODE: status_code, "error.type": str(status_code)})
+                span.set_status(_ERROR)
+            else:
+                set_clean_attributes(span, {_STATUS_CODE: status_code})
+        span.end()
+    except Exception:
+        log_failure(f"{library}.response")
+
+
+def fail(library: str, began: Began, exc: BaseException) -> None:
+    """Detach the call's context and end its span with the exception the call raised; never raises (logged)."""
+    span, token, var = began
+    try:
+        detach(var, token)
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+    except Exception:
+        log_failure(f"{library}.exception")
+
+
 class _Call:
-    __slots__ = ("_client", "_var", "span", "token")
+    """A call begun by `ClientTracer.start`: `done(status)` or `fail(exc)` ends it."""
 
-    def __init__(self, client: ClientTracer, span: trace.Span, token: Any,
-                 var: ContextVar[otel_context.Context] | None) -> None:
-        self._client = client
-        self.span = span
-        self.token = token
-        self._var = var
+    __slots__ = ("_began", "_library")
 
-    def _detach(self) -> None:
-        detach(self._var, self.token)
+    def __init__(self, library: str, began: Began) -> None:
+        self._library = library
+        self._began = began
+
+    @property
+    def span(self) -> trace.Span:
+        return self._began[0]
 
     def done(self, status_code: int) -> None:
-        try:
-            var = self._var
-            if var is None:
-                otel_context.detach(self.token)
-            else:  # _detach() inline: this runs on every call
-                try:
-                    var.reset(self.token)
-                except Exception:  # another context's token: the API logs it
-                    otel_context.detach(self.token)
-            span = self.span
-            if status_code < 400 and type(span) is LightSpan and span.add_plain_attribute(_STATUS_CODE, status_code):
-                pass
-            elif span.is_recording():
-                if status_code >= 400:
-                    set_clean_attributes(span, {_STATUS_CODE: status_code, "error.type": str(status_code)})
-                    span.set_status(_ERROR)
-                else:
-                    set_clean_attributes(span, {_STATUS_CODE: status_code})
-            span.end()
-        except Exception:
-            log_failure(f"{self._client.library}.response")
+        finish(self._library, self._began, status_code)
 
     def fail(self, exc: BaseException) -> None:
-        try:
-            self._detach()
-            span = self.span
-            if span.is_recording():
-                span.record_exception(exc)
-                span.set_attribute("error.type", type(exc).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            span.end()
-        except Exception:
-            log_failure(f"{self._client.library}.exception")
+        fail(self._library, self._began, exc)
 
 
 class ClientTracer:
@@ -151,9 +171,16 @@ class ClientTracer:
 
     def start(self, method: str, url: str, headers: MutableMapping[str, Any],
               authority: str | None = None, scheme: str | None = None) -> _Call | None:
+        began = self.begin(method, url, headers, authority, scheme)
+        return None if began is None else _Call(self.library, began)
+
+    def begin(self, method: str, url: str, headers: MutableMapping[str, Any],
+              authority: str | None = None, scheme: str | None = None) -> Began | None:
+        """`start`, handing back what `finish`/`fail` take instead of a `_Call` (the synchronous wrapper's way)."""
         var = CONTEXT_VAR if getattr(otel_context, "_RUNTIME_CONTEXT", None) is CONTEXT_RUNTIME else None
         current = otel_context.get_current() if var is None else var.get()
-        if is_suppressed(current):
+        # is_suppressed() inline: this runs on every call
+        if current.get(SUPPRESS_KEY) or current.get(SUPPRESS_HTTP_KEY) or current.get(LEGACY_SUPPRESS_KEY):
             return None
         facts = _url_facts.get(url) if authority is None and scheme is None else None
         full, address, port = _facts_of(url, authority, scheme) if facts is None else facts
@@ -171,15 +198,19 @@ class ClientTracer:
                 attributes["server.address"] = address
             if port is not None:
                 attributes["server.port"] = port
-        span = start_span(self.tracer.get(), method, current, SpanKind.CLIENT, attributes)
-        # set_span_in_context + set_value(SUPPRESS_HTTP_KEY) in one copy of the context instead of four.
-        inner = otel_context.Context({**current, _SPAN_KEY: span, SUPPRESS_HTTP_KEY: True})
+        tracer = self.tracer._tracer  # TracerCache.get() inline for the usual case: the tracer is known
+        span = start_span(tracer if tracer is not None else self.tracer.get(), method, current, SpanKind.CLIENT,
+                          attributes)
+        # set_span_in_context + set_value(SUPPRESS_HTTP_KEY) as one copy of the context, filled before it is seen.
+        inner = otel_context.Context(current)
+        _dict_setitem(inner, _SPAN_KEY, span)
+        _dict_setitem(inner, SUPPRESS_HTTP_KEY, True)
         textmap = propagate.get_global_textmap()
         if type(textmap) is MeshPropagator:
             self.write_headers(headers, textmap.child_keyed(current, span, inner))
         else:
             textmap.inject(headers, inner)
-        return _Call(self, span, otel_context.attach(inner) if var is None else var.set(inner), var)
+        return span, otel_context.attach(inner) if var is None else var.set(inner), var
 
 
 # (method, url, headers to inject into) of a client library's request object.
@@ -200,24 +231,26 @@ def send_wrapper(client: ClientTracer, label: str, describe: Describe) -> Any:
 
     When our own code fails (logged under `label`) or the call must not be traced, the original runs untraced.
     """
+    library = client.library
 
     def factory(original: Any, switch: Switch) -> Any:
         def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             if not switch.on:
                 return original(self, request, *args, **kwargs)
-            try:  # begin_call() inline: this runs on every call
-                call = client.start(*describe(request))
+            try:  # begin_call() inline, without a _Call: this runs on every call
+                method, url, headers = describe(request)
+                began = client.begin(method, url, headers)
             except Exception:
                 log_failure(label)
-                call = None
-            if call is None:
+                began = None
+            if began is None:
                 return original(self, request, *args, **kwargs)
             try:
                 response = original(self, request, *args, **kwargs)
             except BaseException as exc:
-                call.fail(exc)
+                fail(library, began, exc)
                 raise
-            call.done(response.status_code)
+            finish(library, began, response.status_code)
             return response
 
         send.__wrapped__ = original  # type: ignore[attr-defined]

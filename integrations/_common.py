@@ -21,6 +21,7 @@ __all__ = [
     "CONTEXT_VAR",
     "CURRENT_SPAN_KEY",
     "EXCLUDED_URLS_VARS",
+    "LEGACY_SUPPRESS_KEY",
     "SUPPRESS_HTTP_KEY",
     "SUPPRESS_KEY",
     "TracerCache",
@@ -36,7 +37,8 @@ __all__ = [
 #: (urllib3, an httpx transport, a second instrumentation of the same client) makes a second span.
 SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
 SUPPRESS_HTTP_KEY = _SUPPRESS_HTTP_INSTRUMENTATION_KEY
-_LEGACY_SUPPRESS_KEY = "suppress_instrumentation"
+#: The key OpenTelemetry's instrumentations checked before the API had SUPPRESS_KEY; some still set it.
+LEGACY_SUPPRESS_KEY = "suppress_instrumentation"
 #: The context key OpenTelemetry keeps the current span under, learnt through the public API (it is private).
 CURRENT_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 
@@ -59,7 +61,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def is_suppressed(ctx: otel_context.Context) -> bool:
     """True when instrumentation is switched off in this context (exporter calls, nested client layers)."""
-    return bool(ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_HTTP_KEY) or ctx.get(_LEGACY_SUPPRESS_KEY))
+    return bool(ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_HTTP_KEY) or ctx.get(LEGACY_SUPPRESS_KEY))
 
 
 def detach(var: ContextVar[otel_context.Context] | None, token: Any) -> None:

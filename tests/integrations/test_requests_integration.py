@@ -182,7 +182,7 @@ def test_failure_inside_the_wrapper_falls_back(instrumented: None, echo: Server,
         raise ValueError("telemetry bug")
 
     before = _base.failures().get("requests.request", 0)
-    monkeypatch.setattr(ClientTracer, "start", broken)
+    monkeypatch.setattr(ClientTracer, "begin", broken)  # what start() and the synchronous wrapper call
     assert requests.get(f"{echo.url}/echo", timeout=5).status_code == 200
     assert _base.failures()["requests.request"] == before + 1
     assert not sink.spans()
