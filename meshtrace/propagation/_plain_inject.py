@@ -186,8 +186,8 @@ class PlainInjector:
         if not sc[5] or sc[2] or context.get(DEBUG_KEY) is True or context.get(_BAGGAGE_KEY):
             return _keyed(self.pairs(Context({**context, _SPAN_KEY: span}) if inner is None else inner))
         parent_id = 0
-        if isinstance(parent, SpanContext) and parent.is_valid:
-            parent_id = parent.span_id
+        if isinstance(parent, SpanContext) and parent[5]:  # valid; [1] the span id (the layout is checked)
+            parent_id = parent[1]
         else:
             parent = None
             remembered = context.get(_REMOTE_PARENT)
