@@ -10,15 +10,25 @@ builds the very same `_Span` subclass instance directly when the tracer is confi
 - a sampler known not to read start attributes nor return any (`meshtrace.sampling.is_attribute_blind`);
   it is still asked for every span, with the span's context, trace id, name and kind, exactly as the SDK does,
   except that the SDK's samplers and HintedSampler are evaluated by `meshtrace.sampling.known_decision`
-  (their logic, without a SamplingResult and the three context look-ups per span), and a root span on an empty
-  context by the sampler's `root_rule` (one comparison on the trace id);
+  (their logic, without a SamplingResult and the three context look-ups per span), a root span on an empty
+  context by the sampler's `root_rule` (one comparison on the trace id), and a child of a local, sampled parent
+  (an HTTP client's span under the server span) by `sampled_local_rule`, read once per plan: RECORD_AND_SAMPLE
+  with the parent's trace id and state, unless the context holds a deny hint (then `known_decision` decides);
+  the parent's span context is read off its `_context` for the SDK's and the API's span types, whose
+  `get_span_context()` returns just that;
 - a `SynchronousMultiSpanProcessor` (the SDK's default) holding any processors: each one's `on_start` is
   called with the span (attributes already in place, as at SDK start), except those known to ignore it;
   `_on_ending` only where a processor overrides it; `on_end` with the span itself. That is safe because the
   span is immutable once ended, like the SDK's ReadableSpan copy: every mutator checks `_end_time` under the
   span's lock. The SDK's own Batch/SimpleSpanProcessor are skipped at end for a span that is not sampled (their
   `on_end` returns at once), and a sampled span goes straight to the BatchSpanProcessor's queue (`emit`, what
-  its `on_end` calls after the sampled check).
+  its `on_end` calls after the sampled check); when that processor is the only one, `emit`'s own steps are
+  done in place (append, wake the export thread at a whole batch) without its per-span `os.getpid()` system
+  call, which only re-initialises the queue in a forked child, as the SDK's at-fork hook already does; a full
+  queue or a shut-down processor still gets `emit` itself.
+
+`LightSpan.end_with_attribute(key, value)` is `set_attribute` and `end()` in one call and under one lock for the
+usual last write (an HTTP client's response status code), the general calls for anything else.
 
 With the SDK's RandomIdGenerator and a sampler whose decision is known without `should_sample`, a root span's
 trace id and span id come from one `random.getrandbits(192)`: the low 128 bits are exactly what
@@ -44,17 +54,19 @@ Start attributes go straight into the dict when they are plain, non-empty-keyed 
 values and fit the count limit; anything else goes through BoundedAttributes as in the SDK. The SDK's internal
 tracer metrics hook (`Tracer._tracer_metrics`, off unless OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED) is called
 the same way when it is on. The per-tracer facts are cached in a `_Plan`, checked on every call (the sampler,
-id generator, processors, limits, tracer config or metrics object replaced, or a limit or the enabled flag
-changed in place, means a new plan); the tracer's resource is read on every call, so the resource the SDK
-updates after fork() is the one spans carry.
+id generator, processors, limits, tracer config or metrics object replaced, or the enabled flag or a limit the
+SDK reads at span start changed in place, means a new plan); the tracer's resource is read on every call, so the
+resource the SDK updates after fork() is the one spans carry.
 
 tests/tracing/test_light_span.py holds the exported spans equal to the SDK's field by field.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any
@@ -64,6 +76,7 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import (
+    ReadableSpan,
     SpanLimits,
     SpanProcessor,
     SynchronousMultiSpanProcessor,
@@ -87,12 +100,23 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AttributeValue
 
-from meshtrace.sampling import HintedSampler, RootRule, is_attribute_blind, known_decision, root_rule
+from meshtrace.sampling import (
+    HintedSampler,
+    RootRule,
+    is_attribute_blind,
+    known_decision,
+    root_rule,
+    sampled_local_rule,
+)
 
 try:  # private, and only in recent SDKs (pyproject allows older ones: their tracers simply take the SDK path)
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 except ImportError:  # pragma: no cover - depends on the installed SDK
     NoOpTracerMetrics = None  # type: ignore[assignment,misc]
+try:  # private too: without it a sampled span goes through the batch processor's `emit` (see `_batch_of`)
+    from opentelemetry.sdk._shared_internal import BatchProcessor as _SdkBatchProcessor
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    _SdkBatchProcessor = None  # type: ignore[assignment,misc]
 
 __all__ = ["QUIET_ON_START", "LightSpan", "plain_attributes", "start_light_span"]
 
@@ -107,8 +131,9 @@ _QUIET_ON_ENDING = frozenset({SpanProcessor._on_ending, BatchSpanProcessor._on_e
 #: The SDK's default span limits, as (span attributes, attribute length, span attribute length, events, links,
 #: event attributes, link attributes): with any other value the SDK path applies them.
 _DEFAULT_LIMITS = (128, None, None, 128, 128, 128, 128)
-#: The attribute count limit every light span has (the default limits are a condition of the light path).
-_MAX_ATTRIBUTES = _DEFAULT_LIMITS[0]
+#: The attribute count limit every light span has (the default limits are a condition of the light path), and
+#: the event and link count limits the SDK reads at start.
+_MAX_ATTRIBUTES, _MAX_EVENTS, _MAX_LINKS = _DEFAULT_LIMITS[0], _DEFAULT_LIMITS[3], _DEFAULT_LIMITS[4]
 #: Trace flags by (sampled, random trace id): the four TraceFlags values a span can get.
 _FLAGS = {(sampled, random): TraceFlags((TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
                                         | (TraceFlags.RANDOM_TRACE_ID if random else 0))
@@ -128,6 +153,11 @@ _ApiSpan = trace.Span
 # the tuple out so (checked here, once), it is built directly.
 _DIRECT = tuple(SpanContext(1, 1, False, _FLAGS[True, True], None)) == (1, 1, False, _FLAGS[True, True],
                                                                           DEFAULT_TRACE_STATE, True)
+#: A sampled child's trace flags by its parent's (a sampled one's: any flags value with the SAMPLED bit), as the
+#: SDK sets them: SAMPLED, and RANDOM_TRACE_ID when the parent has it.
+_SAMPLED_CHILD_FLAGS = {value: _FLAGS[True, bool(value & TraceFlags.RANDOM_TRACE_ID)]
+                        for value in range(256) if value & TraceFlags.SAMPLED}
+_getrandbits = random.getrandbits
 #: What every ended light span locks instead of its own lock (see `LightSpan.end`).
 _ENDED_LOCK = threading.Lock()
 
@@ -272,6 +302,31 @@ class LightSpan(_Span):
         if ended:
             logger.warning("Calling end() on an ended span.")
             return
+        self._ended()
+
+    def end_with_attribute(self, key: str, value: AttributeValue) -> None:
+        """`set_attribute(key, value)` then `end()`, under one lock when the key is new to the span and the value
+        plain (an HTTP client's response status code): what the two calls give, in every case.
+
+        On an ended span, only `end()`'s warning is logged, as a caller checking `is_recording()` first gets."""
+        with self._lock:
+            attributes = self._attributes
+            done = (self._end_time is None and self._start_time is not None and type(attributes) is dict
+                    and type(value) in _PLAIN and type(key) is str and key != "" and key not in attributes
+                    and len(attributes) < _MAX_ATTRIBUTES)
+            if done:
+                attributes[key] = value
+                self._end_time = time_ns()
+                self._lock = _ENDED_LOCK  # as in end()
+        if done:
+            self._ended()
+            return
+        if self._end_time is None:
+            self.set_attribute(key, value)
+        self.end()
+
+    def _ended(self) -> None:
+        """What `end()` does once the span is marked ended: the end metrics and the processors' end calls."""
         if self._record_end_metrics is not None:
             self._record_end_metrics()
         plan = self._plan
@@ -279,11 +334,27 @@ class LightSpan(_Span):
         if multi._span_processors is plan.processors:
             for on_ending in plan.on_ending:
                 on_ending(self)
+            batch = plan.batch
+            if batch is not None and self._ends is plan.ends_sampled:
+                # The batch processor's emit() steps for a sampled span and a queue with room, without its
+                # per-span os.getpid() (a system call: the SDK's at-fork hook re-initialises the queue in a child).
+                queue = batch._queue
+                if not batch._shutdown and len(queue) < queue.maxlen:
+                    queue.appendleft(self)
+                    if len(queue) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
+                        batch._worker_awaken.set()
+                    return
             for on_end in self._ends:
                 on_end(self)
         else:  # a processor was added since the span started: the SDK would call it, so do we
             multi._on_ending(self)
             multi.on_end(self)
+
+
+# Set here, LightSpan being defined: the span types whose get_span_context() is the SDK's/API's `self._context`.
+_CONTEXT_FIELD_SPANS = frozenset(kind for kind in (_Span, LightSpan, NonRecordingSpan)
+                                 if kind.get_span_context in (_Span.get_span_context, ReadableSpan.get_span_context,
+                                                              NonRecordingSpan.get_span_context))
 
 
 def _always_known(sampler: object, depth: int = 0) -> bool:
@@ -323,12 +394,37 @@ def _end_calls(processors: tuple[SpanProcessor, ...], sampled: bool) -> tuple[Ca
     return tuple(calls)
 
 
+def _batch_of(processors: tuple[SpanProcessor, ...]) -> Any:
+    """The SDK BatchProcessor behind `processors` when they are one BatchSpanProcessor (exact types, methods
+    unpatched) whose state is laid out as this SDK version's `emit` uses it, and the SDK re-initialises it after
+    fork() through an at-fork hook (so `emit`'s per-span pid check can be skipped); else None."""
+    if (len(processors) != 1 or type(processors[0]) is not BatchSpanProcessor or _SdkBatchProcessor is None
+            or not hasattr(os, "register_at_fork")):
+        return None
+    processor: Any = processors[0]
+    inner = getattr(processor, "_batch_processor", None)
+    if type(inner) is not _SdkBatchProcessor or "on_end" in vars(processor) or "emit" in vars(inner):
+        return None
+    if _BATCH_FIELDS - set(vars(inner)):
+        return None
+    queue = inner._queue
+    if type(queue) is not deque or queue.maxlen is None or type(inner._max_export_batch_size) is not int:
+        return None
+    if type(inner._worker_awaken) is not threading.Event or inner._shutdown is not False:
+        return None
+    return inner
+
+
+#: What `LightSpan._ended` reads of the SDK's BatchProcessor (its `emit`'s state).
+_BATCH_FIELDS = frozenset({"_queue", "_shutdown", "_max_export_batch_size", "_worker_awaken"})
+
+
 class _Plan:
     """What a tracer's configuration means for its light spans, valid while its parts stay the same objects."""
 
-    __slots__ = ("config", "draw_once", "ends_recorded", "ends_sampled", "ids", "info", "limits", "metrics",
-                 "metrics_hook", "multi", "on_ending", "on_start", "processors", "root", "sampler", "scope",
-                 "tracer")
+    __slots__ = ("batch", "child_hint", "config", "draw_once", "ends_recorded", "ends_sampled", "ids", "info", "limits",
+                 "local_child", "metrics", "metrics_hook", "multi", "on_ending", "on_start", "processors",
+                 "random_span_ids", "root", "sampler", "scope", "tracer")
 
     def __init__(self, tracer: SdkTracer, multi: Any, processors: tuple[SpanProcessor, ...]) -> None:
         self.tracer = tracer
@@ -346,11 +442,21 @@ class _Plan:
         self.on_start = tuple(p.on_start for p in processors if type(p).on_start not in QUIET_ON_START)
         self.on_ending = tuple(p._on_ending for p in processors if type(p)._on_ending not in _QUIET_ON_ENDING)
         self.ends_sampled = _end_calls(processors, True)
+        #: The SDK's batch queue a sampled span goes to, when that queue is all there is at end (see `_batch_of`).
+        self.batch = _batch_of(processors) if not self.on_ending else None
         self.ends_recorded = _end_calls(processors, False)
         #: A root span's ids in one draw: only where that is the SDK's very draw (see the module docstring).
         self.draw_once = type(self.ids) is RandomIdGenerator and _always_known(self.sampler)
         #: The sampler's decision for a root span on an empty context, as one comparison (None: ask per span).
         self.root: RootRule | None = root_rule(self.sampler)
+        #: A span id is `random.getrandbits(64)` (redrawn by the generator when 0), as RandomIdGenerator draws it.
+        self.random_span_ids = type(self.ids) is RandomIdGenerator
+        # A child of a local sampled parent is sampled without asking (see `start_light_span`) unless the context
+        # holds False under `child_hint` (None: no key to look at); only without the internal metrics hook, and
+        # with a sampler rule of at most one key (HintedSampler's hint).
+        rule = sampled_local_rule(self.sampler)
+        self.local_child = rule is not None and len(rule) <= 1 and self.metrics is None and _DIRECT
+        self.child_hint: str | None = rule[0] if rule else None
 
 
 def _limit_values(limits: SpanLimits) -> tuple[int | None, ...]:
@@ -438,13 +544,17 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
     (the caller checked): the span keeps it as its attribute dict, unchecked and uncopied."""
     sdk: Any = tracer
     plan = _plans.get(id(tracer))
-    # The plan's parts, and the two mutable values it relies on (the SDK reads the tracer config's flag and the
-    # limits per span, so a flag or limit changed in place ends the plan too), checked inline: this runs per span.
+    # The plan's parts, and the mutable values it relies on, checked inline: this runs per span. The SDK reads the
+    # tracer config's flag per span, and of the limits, at start, the span attribute count and length limits and
+    # the event and link count limits (the rest where a light span's SDK code reads them too): one of those
+    # changed in place ends the plan.
     if (plan is None or plan.tracer is not tracer or plan.sampler is not sdk.sampler or plan.ids is not sdk.id_generator
             or plan.multi is not sdk.span_processor or plan.processors is not plan.multi._span_processors
             or plan.limits is not sdk._span_limits or plan.config is not sdk._tracer_config
             or plan.metrics_hook is not sdk._tracer_metrics or plan.config.is_enabled is not True
-            or _limit_values(plan.limits) != _DEFAULT_LIMITS):
+            or (limits := plan.limits).max_span_attributes != _MAX_ATTRIBUTES
+            or limits.max_span_attribute_length is not None or limits.max_events != _MAX_EVENTS
+            or limits.max_links != _MAX_LINKS):
         plan = _plan_for(tracer)
         if plan is None:
             return None
@@ -452,59 +562,83 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
     # The parent, as trace.get_current_span(context).get_span_context() and the SDK's validity rule give it.
     ctx = context if context is not None else _get_current()
     parent: SpanContext | None = None
+    flags: TraceFlags | None = None  # set below for a child whose sampling decision the plan knows
     if ctx:
-        current = ctx.get(_SPAN_KEY)
-        if current is not None and isinstance(current, _ApiSpan):
+        current: Any = ctx.get(_SPAN_KEY)
+        if type(current) in _CONTEXT_FIELD_SPANS:
+            parent = current._context
+        elif current is not None and isinstance(current, _ApiSpan):
             parent = current.get_span_context()
-            if parent is not None:
-                if not isinstance(parent, SpanContext):
-                    raise TypeError("parent_span_context must be a SpanContext or None.")
-                if not parent.is_valid:
+        if parent is not None:
+            if type(parent) is SpanContext and _DIRECT:
+                if not parent[5]:  # is_valid, read off the tuple
                     parent = None
+                elif plan.local_child and not parent[2]:
+                    # A local parent (our server span): a sampled one's child is RECORD_AND_SAMPLE with the
+                    # parent's trace id and state unless the context holds False under the plan's hint key
+                    # (meshtrace.sampling.sampled_local_rule). flags stays None for any other parent.
+                    flags = _SAMPLED_CHILD_FLAGS.get(parent[3])
+                    hint = plan.child_hint
+                    if hint is not None and flags is not None and ctx.get(hint) is False:
+                        flags = None
+            elif not isinstance(parent, SpanContext):
+                raise TypeError("parent_span_context must be a SpanContext or None.")
+            elif not parent.is_valid:
+                parent = None
 
     ids: Any = plan.ids
-    span_id = 0
-    trace_state = None
     from_sampler: Mapping[str, Any] | None = None
-    if parent is None:
-        if plan.draw_once:
-            bits = random.getrandbits(192)
-            trace_id = bits & _MAX_TRACE_ID
-            span_id = bits >> 128
-            if not trace_id or not span_id:  # pragma: no cover - one chance in 2**64
-                trace_id = trace_id or ids.generate_trace_id()
-                span_id = span_id or ids.generate_span_id()
-            random_id = True
-        else:
-            trace_id = ids.generate_trace_id()
-            random_id = ids.is_trace_id_random()
+    record_end = None
+    if flags is not None:
+        # parent is valid here; only the span id is drawn (as the SDK draws it, redrawn by the generator if 0).
+        span_id = _getrandbits(64) if plan.random_span_ids else ids.generate_span_id()
+        if not span_id:  # pragma: no cover - one chance in 2**64
+            span_id = ids.generate_span_id()
+        span_context = _new_tuple(SpanContext, (parent[0], span_id, False, flags, parent[4],  # type: ignore[index]
+                                                span_id <= _MAX_SPAN_ID))
+        sampled = True
     else:
-        trace_id = parent.trace_id
-        random_id = parent.trace_flags.random_trace_id
-    rule = plan.root
-    if rule is not None and not ctx:  # a root span on an empty context (no parent can be in it)
-        decision = rule[1] if trace_id & _TRACE_ID_LIMIT < rule[0] else rule[2]
-    else:
-        known = known_decision(plan.sampler, context, parent, trace_id)
-        if known is None:
-            result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
-            decision, trace_state, from_sampler = result.decision, result.trace_state, result.attributes
+        span_id = 0
+        trace_state = None
+        if parent is None:
+            if plan.draw_once:
+                bits = random.getrandbits(192)
+                trace_id = bits & _MAX_TRACE_ID
+                span_id = bits >> 128
+                if not trace_id or not span_id:  # pragma: no cover - one chance in 2**64
+                    trace_id = trace_id or ids.generate_trace_id()
+                    span_id = span_id or ids.generate_span_id()
+                random_id = True
+            else:
+                trace_id = ids.generate_trace_id()
+                random_id = ids.is_trace_id_random()
         else:
-            decision, trace_state = known
-    if not span_id:
-        span_id = ids.generate_span_id()
+            trace_id = parent.trace_id
+            random_id = parent.trace_flags.random_trace_id
+        rule = plan.root
+        if rule is not None and not ctx:  # a root span on an empty context (no parent can be in it)
+            decision = rule[1] if trace_id & _TRACE_ID_LIMIT < rule[0] else rule[2]
+        else:
+            known = known_decision(plan.sampler, context, parent, trace_id)
+            if known is None:
+                result = plan.sampler.should_sample(context, trace_id, name, kind, None, ())
+                decision, trace_state, from_sampler = result.decision, result.trace_state, result.attributes
+            else:
+                decision, trace_state = known
+        if not span_id:
+            span_id = ids.generate_span_id()
 
-    sampled = decision is _SAMPLE
-    flags = _FLAGS[sampled, bool(random_id)]
-    if _DIRECT:
-        span_context = _new_tuple(SpanContext, (
-            trace_id, span_id, False, flags, DEFAULT_TRACE_STATE if trace_state is None else trace_state,
-            0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID))
-    else:  # pragma: no cover - an API whose SpanContext is laid out differently
-        span_context = SpanContext(trace_id, span_id, False, flags, trace_state)
-    record_end = plan.metrics.start_span(parent, decision) if plan.metrics is not None else None
-    if not sampled and decision is not _RECORD_ONLY:
-        return NonRecordingSpan(span_context)
+        sampled = decision is _SAMPLE
+        if _DIRECT:
+            span_context = _new_tuple(SpanContext, (
+                trace_id, span_id, False, _FLAGS[sampled, bool(random_id)],
+                DEFAULT_TRACE_STATE if trace_state is None else trace_state,
+                0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID))
+        else:  # pragma: no cover - an API whose SpanContext is laid out differently
+            span_context = SpanContext(trace_id, span_id, False, _FLAGS[sampled, bool(random_id)], trace_state)
+        record_end = plan.metrics.start_span(parent, decision) if plan.metrics is not None else None
+        if not sampled and decision is not _RECORD_ONLY:
+            return NonRecordingSpan(span_context)
 
     span: LightSpan = _new_object(LightSpan)
     span._name = name
@@ -525,8 +659,6 @@ def start_light_span(  # noqa: PLR0917  (Tracer.start_span's own parameters)
         span._attributes = attributes
     elif not attributes:
         span._attributes = {}
-    elif len(attributes) <= _MAX_ATTRIBUTES and plain_attributes(attributes):
-        span._attributes = dict(attributes)
     else:
         span._attributes = _bounded_attributes(attributes)
     span._start_time = start_time if start_time is not None else time_ns()

@@ -45,10 +45,10 @@ from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, get_current_span, 
 from opentelemetry.trace.span import SpanContext, TraceState
 from opentelemetry.util.types import Attributes
 
-from meshtrace.propagation._context import get_sampling_hint, is_debug, is_sampling_deferred
+from meshtrace.propagation._context import SAMPLING_HINT_KEY, get_sampling_hint, is_debug, is_sampling_deferred
 
 __all__ = ["HintedSampler", "RootRule", "build_sampler", "declare_attribute_blind", "is_attribute_blind",
-           "known_decision", "root_rule", "trace_id_for"]
+           "known_decision", "root_rule", "sampled_local_rule", "trace_id_for"]
 
 
 def build_sampler(name: str, ratio: float = 1.0) -> Sampler:
@@ -269,3 +269,29 @@ def root_rule(sampler: object, _depth: int = 0) -> RootRule | None:
         return root_rule(known.delegate, _depth + 1)
     on_empty = _on_empty.get(kind)
     return None if on_empty is None else root_rule(on_empty(sampler), _depth + 1)
+
+
+def sampled_local_rule(sampler: object, _depth: int = 0) -> tuple[str, ...] | None:
+    """When `known_decision` is sure to sample a child of a local, valid, sampled parent, whatever its trace id,
+    read from the samplers once: the context keys that must not hold `False` (then the decision is
+    RECORD_AND_SAMPLE with the parent's trace state, for any context); None when no such rule is known here.
+    A context with `False` under one of the keys is left to `known_decision`.
+
+    That is the client span under an instrumented server span. Followed: ParentBased (its local-parent-sampled
+    sampler), HintedSampler (only a hint False can change its delegate's decision for such a parent: a hint True
+    or a debug flag samples, as the delegate does, and the deferred rule is for remote parents only), down to a
+    StaticSampler that samples. The SDK's samplers are not changed in place; tests/tracing/test_sampling.py holds
+    the rule equal to `known_decision`.
+    """
+    kind = type(sampler)
+    known: Any = sampler
+    if _depth > 8:
+        return None
+    if kind is StaticSampler:
+        return () if known._decision is _SAMPLE else None
+    if kind is ParentBased:
+        return sampled_local_rule(known._local_parent_sampled, _depth + 1)
+    if kind is HintedSampler:
+        inner = sampled_local_rule(known.delegate, _depth + 1)
+        return None if inner is None else tuple(dict.fromkeys((SAMPLING_HINT_KEY, *inner)))
+    return None
