@@ -41,8 +41,7 @@ from meshtrace.integrations._common import (
     host_and_port,
 )
 from meshtrace.lightspan import LightSpan
-from meshtrace.propagation import MeshPropagator
-from meshtrace.propagation._plain_inject import Keyed
+from meshtrace.propagation import Keyed, MeshPropagator
 from meshtrace.spans import set_clean_attributes, start_span
 
 __all__ = ["Began", "ClientTracer", "WriteHeaders", "begin_call", "fail", "finish", "send_wrapper", "set_each",

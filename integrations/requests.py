@@ -23,7 +23,7 @@ from opentelemetry.trace import TracerProvider
 
 from meshtrace.integrations._base import Instrumentor
 from meshtrace.integrations._client import ClientTracer, send_wrapper, set_each
-from meshtrace.propagation._plain_inject import Keyed
+from meshtrace.propagation import Keyed
 
 __all__ = ["RequestsInstrumentor", "instrument", "instrumentor", "uninstrument"]
 

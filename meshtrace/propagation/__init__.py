@@ -19,6 +19,7 @@ from meshtrace.propagation._context import (
     set_sampling_hint,
 )
 from meshtrace.propagation._getter import CaseInsensitiveGetter
+from meshtrace.propagation._plain_inject import Keyed
 from meshtrace.propagation.b3 import B3MultiPropagator, B3SinglePropagator
 from meshtrace.propagation.baggage import BaggagePropagator
 from meshtrace.propagation.composite import DEFAULT_FORMATS, MeshPropagator
@@ -35,6 +36,7 @@ __all__ = [
     "BaggagePropagator",
     "CaseInsensitiveGetter",
     "JaegerPropagator",
+    "Keyed",
     "MeshPropagator",
     "OTTracePropagator",
     "RequestIdPropagator",
