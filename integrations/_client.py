@@ -17,7 +17,8 @@ once, see propagation._child_render), keyed by name, and are written by the clie
 that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime context, the
 context is read, attached and detached on its ContextVar directly (the same calls, without two wrapper frames
 each), and the context attached is one copy of the current one filled with the span and the suppress key; the
-response status goes into a light span's attributes without the SDK's copy.
+span is started on the attribute dict built for it (`start_owned_span`: no copy), and a light span takes the
+response status and its end under one lock (`end_with_attribute`).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from meshtrace.integrations._common import (
 )
 from meshtrace.lightspan import LightSpan
 from meshtrace.propagation import Keyed, MeshPropagator
-from meshtrace.spans import set_clean_attributes, start_span
+from meshtrace.spans import set_clean_attributes, start_owned_span, start_span
 
 __all__ = ["Began", "ClientTracer", "WriteHeaders", "begin_call", "fail", "finish", "send_wrapper", "set_each",
            "split_url"]
@@ -113,9 +114,10 @@ def finish(library: str, began: Began, status_code: int) -> None:
                 var.reset(token)
             except Exception:  # another context's token: the API logs it
                 otel_context.detach(token)
-        if status_code < 400 and type(span) is LightSpan and span.add_plain_attribute(_STATUS_CODE, status_code):
-            pass
-        elif span.is_recording():
+        if status_code < 400 and type(span) is LightSpan:
+            span.end_with_attribute(_STATUS_CODE, status_code)  # set_attribute + end, under one lock
+            return
+        if span.is_recording():
             if status_code >= 400:
                 set_clean_attributes(span, {_STATUS_CODE: status_code, "error.type": str(status_code)})
                 span.set_status(_ERROR)
@@ -198,8 +200,10 @@ class ClientTracer:
             if port is not None:
                 attributes["server.port"] = port
         tracer = self.tracer._tracer  # TracerCache.get() inline for the usual case: the tracer is known
-        span = start_span(tracer if tracer is not None else self.tracer.get(), method, current, SpanKind.CLIENT,
-                          attributes)
+        # The dict is this span's alone, its keys ours, its values plain once method and url.full are exact
+        # strs (address is lowered, port an int): start_owned_span may keep it uncopied.
+        start = start_owned_span if type(method) is str and type(full) is str else start_span
+        span = start(tracer if tracer is not None else self.tracer.get(), method, current, SpanKind.CLIENT, attributes)
         # set_span_in_context + set_value(SUPPRESS_HTTP_KEY) as one copy of the context, filled before it is seen.
         inner = otel_context.Context(current)
         _dict_setitem(inner, _SPAN_KEY, span)
