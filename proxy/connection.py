@@ -47,8 +47,8 @@ class DownstreamConnection(asyncio.Protocol):
     PAUSE_UPSTREAM = 4
     PAUSE_UPGRADE = 8
 
-    __slots__ = ("_deadline", "_deadline_owner", "_head_started_at", "_idle_since", "_idle_sweeps", "_timer",
-                 "_timer_due", "activity", "closed", "codec", "ctx", "draining", "paused", "peer", "queue", "reading",
+    __slots__ = ("_deadline", "_head_started_at", "_idle_since", "_idle_sweeps", "_timer", "_timer_due", "activity",
+                 "closed", "codec", "ctx", "deadline_owner", "draining", "paused", "peer", "queue", "reading",
                  "transport", "tunnel", "upgraded", "write_paused")
 
     def __init__(self, ctx: ListenerContext) -> None:
@@ -67,7 +67,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0               # loop time `_timer` fires at
         self._deadline = 0.0                # loop time the front exchange's route timeout expires at
-        self._deadline_owner: Exchange | None = None
+        # The exchange whose route timeout the timer carries; it clears this itself when its response head arrives.
+        self.deadline_owner: Exchange | None = None
         self._idle_since = 0.0
         self._head_started_at = 0.0
         self.activity = False               # a byte moved since the last stream-idle sweep
@@ -196,7 +197,7 @@ class DownstreamConnection(asyncio.Protocol):
         loop = self.ctx.loop
         due = loop.time() + delay
         self._deadline = due
-        self._deadline_owner = exchange
+        self.deadline_owner = exchange
         if self._timer is None or self._timer_due > due:
             if self._timer is not None:
                 self._timer.cancel()
@@ -204,8 +205,8 @@ class DownstreamConnection(asyncio.Protocol):
             self._timer = loop.call_later(delay, self._on_timer)
 
     def clear_deadline(self, exchange: Exchange) -> None:
-        if self._deadline_owner is exchange:
-            self._deadline_owner = None
+        if self.deadline_owner is exchange:
+            self.deadline_owner = None
 
     def start_tunnel(self, exchange: Exchange) -> None:
         """After a 101: every further byte is the upstream's business; the parser is out of the way."""
@@ -331,13 +332,13 @@ class DownstreamConnection(asyncio.Protocol):
         if self.queue:
             # A request is in flight: only its route timeout matters now; idle and header timeouts are re-armed
             # when the connection is idle again.
-            owner = self._deadline_owner
+            owner = self.deadline_owner
             if owner is not None:
                 remaining = self._deadline - self.ctx.loop.time()
                 if remaining > 0.001:       # woken early, for an idle or header timeout: sleep on
                     self._arm_timer(remaining)
                 else:
-                    self._deadline_owner = None
+                    self.deadline_owner = None
                     owner.deadline_passed()
             return
         now = self.ctx.loop.time()

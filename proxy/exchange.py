@@ -365,7 +365,10 @@ class Exchange:
             conn.write(_CONTINUE)       # we stripped Expect upstream, so the 100 is ours to send
         chunked = self.head.chunked
         if not self.pending and not chunked:
-            up.write(self.out_head)             # the common bodiless request: its head alone
+            # The common bodiless request: its head alone, with the upstream connection's write guard inline.
+            transport = up.transport
+            if transport is not None and not up.closed:
+                transport.write(self.out_head)
             if self.request_done:
                 self.request_sent = True
         else:
@@ -539,10 +542,12 @@ class Exchange:
 
     # -- response side -----------------------------------------------------------------------------------------
     def on_response_head(self, head: ResponseHead) -> None:
+        conn = self.conn
         if self._on_clock:
             # _cancel_timer's common case inline: the route timeout rode on the connection's timer.
             self._on_clock = False
-            self.conn.clear_deadline(self)
+            if conn.deadline_owner is self:
+                conn.deadline_owner = None
         if self._timer is not None:
             self._cancel_timer()
         status = head.status
@@ -557,7 +562,6 @@ class Exchange:
         if self._deadline is not None:
             self._cancel_deadline()
         ctx = self.ctx
-        conn = self.conn
         request = self.head
         self.status = status
         self.up_keep_alive = head.keep_alive
@@ -627,15 +631,18 @@ class Exchange:
         out = self._out
         if self.resp_chunked:
             out.append(_LAST_CHUNK)
-        # on_read_complete inline: the response's last read is written here in one go.
+        # on_read_complete inline (the downstream connection's write guard too): the response's last read is
+        # written here in one go.
         conn = self.conn
         conn.activity = True
         if out:
             self._out = []
-            if len(out) == 1:
-                conn.write(out[0])
-            else:
-                conn.writelines(out)
+            transport = conn.transport
+            if not conn.closed and transport is not None:
+                if len(out) == 1:
+                    transport.write(out[0])
+                else:
+                    transport.writelines(out)
         up = self.upstream
         self.upstream = None
         if up is not None and self.pool is not None:
