@@ -20,8 +20,9 @@ messages byte-equal.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
@@ -36,7 +37,6 @@ from meshtrace.exporters.encoded import (
     encode_span,
     kind_field,
     name_field,
-    pack_times,
     status_field,
     string_field,
 )
@@ -52,9 +52,12 @@ _REQUEST_ID = attribute_key("guid:x-request-id")
 _REQUEST_ID_KV = len(_REQUEST_ID) + 4
 _REQUEST_ID_MAX = 0x80 - _REQUEST_ID_KV
 _NO_STATE = DEFAULT_TRACE_STATE
-# tag+length of ScopeSpans.spans, trace_id, span_id, [parent], name+kind, times, static tags, the request id's
-# KeyValue (tag, length, key, AnyValue tag and length, string tag and length, bytes), the other tags, status, flags.
-_SPAN = b"\x12%c%c\x0a\x10%b\x12\x08%b%b%b%b%b\x4a%c%b\x12%c\x0a%c%b%b%b%b"
+# (name and kind fields, tags after the request id, status field, message size without the parent and the request
+# id's bytes, packers by (request id length, parent kind)).
+_Parts = tuple[bytes, bytes, bytes, int, dict[tuple[int, "bool | None"], "_Packer | Literal[False]"]]
+# (struct pack of: the head to the trace id, the ids (and tags between), name and kind, 0x39, start, 0x41, end,
+# tags to the request id's bytes, those bytes, the rest; then the constant head, middle and tail it is given).
+_Packer = tuple[Callable[..., bytes], bytes, bytes, bytes]
 _UNSET = status_field(StatusCode.UNSET)
 
 
@@ -123,8 +126,8 @@ class HopWire:
         self._authority = authority
         self._names: dict[str, bytes] = {}
         # (span name, hop fields) -> (name and kind fields, the tags after the request id, status field, the
-        # Span message's size without the parent and request id bytes).
-        self._hops: dict[tuple[object, ...], tuple[bytes, bytes, bytes, int]] = {}
+        # Span message's size without the parent and request id bytes, its packers by shape).
+        self._hops: dict[tuple[object, ...], _Parts] = {}
         self._urls: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         self._clients: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
         self._peers: dict[str, tuple[bytes, bytes]] = {}
@@ -140,26 +143,54 @@ class HopWire:
         parts = self._hops.get(key)
         if parts is None:
             parts = self._remember(self._hops, key, self._parts(span.name, hop))
-        name_kind, tail, status, size = parts
         context, parent, start = span.context, span.parent, span.start_time
         request_id = hop.request_id.encode("utf-8")
-        n = len(request_id)
-        size += n if parent is None else n + 10
-        # The usual span in one format: ids without a trace state, both times, a request id and a message short
-        # enough for one-byte lengths inside and a two-byte one outside; the fields as `encode_span` writes them.
-        if (TUPLE_CONTEXT and context[4] is _NO_STATE and start and end_ns and n < _REQUEST_ID_MAX
-                and 0x80 <= size < 0x4000):
-            return _SPAN % (
-                (size & 0x7F) | 0x80, size >> 7, context[0].to_bytes(16, "big"), context[1].to_bytes(8, "big"),
-                b"" if parent is None else b"\x22\x08" + parent[1].to_bytes(8, "big"), name_kind,
-                pack_times(b"\x39", start, b"\x41", end_ns), self.static, n + _REQUEST_ID_KV, _REQUEST_ID, n + 2, n,
-                request_id, tail, status, FLAGS_LOCAL if parent is None or not parent[2] else FLAGS_REMOTE)
-        tags = self.static + string_field(_REQUEST_ID, hop.request_id) + tail
+        # The usual span: ids without a trace state and both times, in one struct made for this hop's shape (the
+        # request id's length and the parent's kind); the fields as `encode_span` writes them.
+        if TUPLE_CONTEXT and context[4] is _NO_STATE and start and end_ns:
+            shape = (len(request_id), None if parent is None else parent[2])
+            packer = parts[4].get(shape)
+            if packer is None:
+                packer = self._packer(parts, shape)
+            if packer is not False:
+                pack, head, middle, tail = packer
+                # The ids big-endian (to_bytes), the times little-endian (the struct), tags as little-endian ints.
+                if parent is None:
+                    return pack(head, context[0].to_bytes(16, "big"), 0x0812, context[1].to_bytes(8, "big"),
+                                parts[0], 0x39, start, 0x41, end_ns, middle, request_id, tail)
+                return pack(head, context[0].to_bytes(16, "big"), 0x0812, context[1].to_bytes(8, "big"), 0x0822,
+                            parent[1].to_bytes(8, "big"), parts[0], 0x39, start, 0x41, end_ns, middle, request_id,
+                            tail)
+        name_kind, tail_tags, status = parts[0], parts[1], parts[2]
+        tags = self.static + string_field(_REQUEST_ID, hop.request_id) + tail_tags
         return encode_span(context, parent, name_kind, b"", start, end_ns, tags, status)
 
-    def _parts(self, span_name: str, hop: Hop) -> tuple[bytes, bytes, bytes, int]:
+    def _packer(self, parts: _Parts, shape: tuple[int, bool | None]) -> _Packer | Literal[False]:
+        """The struct packing this hop's span for a request id of `shape[0]` bytes and a parent that is
+        `shape[1]` (None: a root; else whether it is remote), with the constant bytes around its fields; False
+        when such a span takes `encode_span` (a request id or message past a one- or two-byte length)."""
+        name_kind, tail_tags, status, size, packers = parts
+        n, remote = shape
+        size += n if remote is None else n + 10
+        packer: _Packer | Literal[False] = False
+        if n < _REQUEST_ID_MAX and 0x80 <= size < 0x4000:
+            # ScopeSpans.spans' tag and two-byte length, then Span.trace_id's tag and length.
+            head = bytes((0x12, (size & 0x7F) | 0x80, size >> 7, 0x0A, 0x10))
+            middle = self.static + bytes((0x4A, n + _REQUEST_ID_KV)) + _REQUEST_ID + bytes((0x12, n + 2, 0x0A, n))
+            tail = tail_tags + status + (FLAGS_REMOTE if remote else FLAGS_LOCAL)
+            # trace id, span_id's tag and length (0x12 0x08) and id, [parent_span_id's (0x22 0x08) and id], ...
+            ids = "16sH8s" if remote is None else "16sH8sH8s"
+            layout = f"<5s{ids}{len(name_kind)}sBQBQ{len(middle)}s{n}s{len(tail)}s"
+            packer = (struct.Struct(layout).pack, head, middle, tail)
+        if len(packers) >= 8:
+            packers.clear()
+        packers[shape] = packer
+        return packer
+
+    def _parts(self, span_name: str, hop: Hop) -> _Parts:
         """`encode`'s cached parts of a hop: the name and kind fields, the tags after the request id (from the
-        fragment caches), the status field, the message size without the parent and the request id's bytes."""
+        fragment caches), the status field, the message size without the parent and the request id's bytes, and
+        the packers `_packer` makes for it (by the request id's length and the parent's kind)."""
         name = self._names.get(span_name)
         if name is None:
             name = self._remember(self._names, span_name, name_field(span_name))
@@ -188,7 +219,7 @@ class HopWire:
         # times, the tags (the request id's field without its value), the status and the flags fields.
         size = (28 + len(name_kind) + 18 + len(self.static) + _REQUEST_ID_KV + 2 + len(tail) + len(outcome[2])
                 + len(FLAGS_LOCAL))
-        return name_kind, tail, outcome[2], size
+        return name_kind, tail, outcome[2], size, {}
 
     def _remember(self, cache: dict[Any, _T], key: object, value: _T) -> _T:
         if len(cache) >= self.CACHED:
