@@ -35,7 +35,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes
 
 from meshtrace.encodedlane import EncodedLane, encoded_lane
-from meshtrace.exporters.encoded import TUPLE_CONTEXT
+from meshtrace.exporters.encoded import TUPLE_CONTEXT, EncodedSpan
 from meshtrace.propagation import MeshPropagator, is_debug
 from meshtrace.sampling import Known, known_decision
 from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start_span
@@ -56,6 +56,7 @@ _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
 _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _FORCE = create_key("meshtrace-proxy-force-trace")
 _EMPTY = Context()      # immutable: the one context of every request without trace headers
+_new_tuple = tuple.__new__
 
 
 def _header_to_inject(name: str) -> bytes | None:
@@ -269,7 +270,10 @@ class HopTracer:
             span.ended = True
             if span.sampled:  # recorded but not sampled (RECORD_ONLY): the SDK's processors drop it too
                 try:
-                    span.lane.export(span.context, self._wire.encode(span, hop, end_ns))
+                    data = self._wire.encode(span, hop, end_ns)
+                    lane = span.lane
+                    # EncodedLane.export, inline (one call fewer per hop).
+                    lane.enqueue(_new_tuple(EncodedSpan, (lane.tracer.resource, lane.scope, span.context, data)))
                 except Exception:
                     # Telemetry never fails a request: this hop's span is lost, and said so.
                     logger.exception("meshtrace proxy: could not encode the span of a hop")

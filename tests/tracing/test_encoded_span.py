@@ -255,13 +255,17 @@ def test_no_encoded_lane_for_a_disabled_tracer_or_one_counting_its_spans(monkeyp
     assert encoded_lane(counted.get_tracer("t")) is None
 
 
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 0.0, None])
 def test_a_root_span_without_trace_headers_draws_both_ids_at_once_and_decides_by_the_root_rule(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SDK's RandomIdGenerator: one 192-bit draw, never a zero id; the decision is the sampler's for the id."""
+        monkeypatch: pytest.MonkeyPatch, ratio: float | None) -> None:
+    """The SDK's RandomIdGenerator: one 192-bit draw, never a zero id; the decision is the sampler's for the id
+    (a ratio of 1 or 0 and always-on decide without comparing)."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
     from meshtrace import encodedlane
     from meshtrace.proxy.tracing import ProxySampler
 
-    sampler = HintedSampler(ProxySampler(ParentBased(TraceIdRatioBased(0.5))))
+    sampler = HintedSampler(ProxySampler(ParentBased(TraceIdRatioBased(ratio) if ratio is not None else ALWAYS_ON)))
     provider, _ = queued_provider(sampler)
     lane = encoded_lane(provider.get_tracer("t"))
     assert lane is not None
