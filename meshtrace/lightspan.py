@@ -319,6 +319,16 @@ class LightSpan(_Span):
                 self._end_time = time_ns()
                 self._lock = _ENDED_LOCK  # as in end()
         if done:
+            plan = self._plan
+            batch = plan.batch
+            # _ended()'s usual case inline: no end metrics, the batch queue all there is at end, with room.
+            if (batch is not None and self._ends is plan.ends_sampled and self._record_end_metrics is None
+                    and self._span_processor._span_processors is plan.processors and not batch._shutdown
+                    and len(queue := batch._queue) < queue.maxlen):
+                queue.appendleft(self)
+                if len(queue) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
+                    batch._worker_awaken.set()
+                return
             self._ended()
             return
         if self._end_time is None:

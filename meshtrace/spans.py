@@ -96,7 +96,7 @@ def start_owned_span(tracer: trace.Tracer, name: str, context: Context | None, k
     """`start_span` for a dict built for this span alone, whose keys the caller knows to be non-empty `str`s
     and values plain `str`/`int`/`float`/`bool`s (it checked them where it read them): a light span keeps the
     dict itself, neither checked again nor copied. The caller must not touch it afterwards."""
-    span = start_light_span(tracer, name, context, kind, attributes, None, owned=True)
+    span = start_light_span(tracer, name, context, kind, attributes, None, True)  # owned
     if span is not None:
         return span
     return _sdk_start(tracer, name, context, kind, attributes, None)

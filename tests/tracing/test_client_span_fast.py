@@ -266,12 +266,19 @@ def test_a_parent_type_with_its_own_get_span_context_is_asked() -> None:
     assert span.parent == trace.SpanContext(TRACE_ID, 0xFEED, False, TraceFlags(TraceFlags.SAMPLED))  # type: ignore[attr-defined]
 
 
-def test_internal_span_metrics_count_client_spans_as_the_sdk_does(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("processor", ["simple", "batch"])
+def test_internal_span_metrics_count_client_spans_as_the_sdk_does(monkeypatch: pytest.MonkeyPatch,
+                                                                   processor: str) -> None:
     monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
     points = []
     for light in (False, True):
         reader = InMemoryMetricReader()
-        provider, _ = make_provider(meter_provider=MeterProvider(metric_readers=[reader]))
+        if processor == "simple":
+            provider, _ = make_provider(meter_provider=MeterProvider(metric_readers=[reader]))
+        else:  # the batch queue alone: a light span's end may append to it in place, but must count the end first
+            provider = TracerProvider(sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False,
+                                      meter_provider=MeterProvider(metric_readers=[reader]))
+            provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter(), schedule_delay_millis=3_600_000))
         context = _local_sampled(Context())
         client_call(provider, light, context, CLIENT_ATTRIBUTES)
         client_call(provider, light, context, CLIENT_ATTRIBUTES, None)  # one still live
@@ -281,6 +288,7 @@ def test_internal_span_metrics_count_client_spans_as_the_sdk_does(monkeypatch: p
             (metric.name, tuple(sorted((point.attributes or {}).items())), point.value)  # type: ignore[union-attr]
             for resource in data.resource_metrics for scope in resource.scope_metrics
             for metric in scope.metrics for point in metric.data.data_points))
+        provider.shutdown()
     assert points[1] == points[0]
     assert ("otel.sdk.span.live", (("otel.span.sampling_result", "RECORD_AND_SAMPLE"),), 1) in points[1]
 
@@ -470,6 +478,18 @@ def test_other_processor_setups_keep_every_end_call(setup: str) -> None:
     assert seen == [span]
     processor.force_flush()
     assert len(exporter.get_finished_spans()) == (0 if setup != "second-processor" else 1)
+    provider.shutdown()
+
+
+def test_a_processor_added_while_the_call_runs_gets_its_end() -> None:
+    provider, exporter, processor = _batch_provider()
+    span = client_call(provider, True, _local_sampled(Context()), CLIENT_ATTRIBUTES, None)
+    late = Recorder()
+    provider.add_span_processor(late)
+    span.end_with_attribute(STATUS, 200)  # type: ignore[attr-defined]
+    assert late.ended == [span]  # type: ignore[comparison-overlap]
+    processor.force_flush()
+    assert len(exporter.get_finished_spans()) == 1
     provider.shutdown()
 
 
