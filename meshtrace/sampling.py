@@ -21,7 +21,9 @@ seeing the attributes at start, as the SDK documents. `known_decision` goes one 
 whose logic it knows (and for declared ones that pass a `decide` function): meshtrace's spans get the very
 decision `should_sample` would give without the call, and `root_rule` gives the same decision for a root span on
 an empty context (a request without any trace header) as one comparison on the new trace id, read from the
-samplers once: that is the commonest span at the edge.
+samplers once: that is the commonest span at the edge. Inside a service the commonest is a client call's span
+under the server span: `sampled_local_rule` says, read once too, when a child of a local sampled parent is
+sampled whatever its trace id and context (save a deny hint, which `known_decision` then handles).
 """
 
 from __future__ import annotations
