@@ -101,7 +101,10 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
 
         An EncodedSpan only when `accepts_encoded()` said so."""
         queue: Any = self._queue
-        with self._enqueue_lock:
+        lock = self._enqueue_lock
+        # acquire/release rather than `with`: a `with` looks up and binds __enter__ and __exit__ on every span.
+        lock.acquire()
+        try:
             size = len(queue)
             if size >= self._max_queue_size:
                 counters.increment("spans_dropped")
@@ -115,6 +118,8 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
                 awaken = inner._worker_awaken     # read each time: the SDK replaces it in a forked child
                 if not awaken.is_set():
                     awaken.set()
+        finally:
+            lock.release()
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         inner: Any = self._batch_processor
