@@ -4,8 +4,9 @@
     python tests/bench/probe_outbound.py --annotate meshtrace [--shape first]
 
 The call is bench_library's: `Session.get` over a mocked connection pool (everything above urllib3's socket
-runs), the SDK's batch processor exporting to a no-op exporter, meshtrace's MeshPropagator (every format) as
-the global propagator, so meshtrace and OpenTelemetry's requests instrumentation inject the same ten headers.
+runs), the SDK's batch processor (its export thread kept asleep: only the caller's side is counted),
+meshtrace's MeshPropagator (every format) as the global propagator, so meshtrace and OpenTelemetry's requests
+instrumentation inject the same ten headers.
 Shapes: `sibling` makes every call under one parent span (the bench's case: the outbound calls a request
 handler makes are siblings); `first` makes each call under a parent span of its own, started and ended around it
 (a service's first outbound call per request; the parent's start and end are in the bare figure too, so they
@@ -63,8 +64,10 @@ def _setup(variant: str) -> tuple[Callable[[], None], Any]:
             return FakePool()
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(NoOpExporter(), max_queue_size=65536,
-                                                   max_export_batch_size=4096))
+    # The export thread never wakes (queue and batch larger than a run, an hour's schedule): how often it woke
+    # would follow the wall clock, which differs from run to run under valgrind on a shared machine.
+    provider.add_span_processor(BatchSpanProcessor(NoOpExporter(), max_queue_size=65536, max_export_batch_size=65536,
+                                                   schedule_delay_millis=3_600_000))
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(MeshPropagator())
     if variant == "opentelemetry":
