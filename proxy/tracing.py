@@ -57,6 +57,7 @@ _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _FORCE = create_key("meshtrace-proxy-force-trace")
 _EMPTY = Context()      # immutable: the one context of every request without trace headers
 _new_tuple = tuple.__new__
+_UINT64 = (1 << 64) - 1
 
 
 def _header_to_inject(name: str) -> bytes | None:
@@ -242,10 +243,11 @@ class HopTracer:
                                                                   sc.trace_state, sc.is_valid)
         if not valid:
             return None
-        parent_id = None if parent is None else parent.span_id
+        parent_id = None if parent is None else parent[1] if TUPLE_CONTEXT else parent.span_id
         # The shared empty TraceState (every root span's) is told without its Python-level len().
         state = trace_state is not DEFAULT_TRACE_STATE and bool(trace_state)
-        key = (trace_flags & 0x03, parent_id is None, state, trace_id >> 64 == 0)
+        # (A 64-bit trace id told by a comparison: no 128-bit shift made per span.)
+        key = (trace_flags & 0x03, parent_id is None, state, trace_id <= _UINT64)
         render = self._renderers.get(key)
         if render is None:  # at most 32 of them
             render = self._renderers[key] = renderer(self._render or (), *key)
