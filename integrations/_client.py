@@ -16,8 +16,8 @@ once, see propagation._child_render), keyed by name, and are written by the clie
 `write_headers` (requests: straight into its header store with one update, when a probe at start-up shows
 that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime context, the
 context is read, attached and detached on its ContextVar directly (the same calls, without two wrapper frames
-each), and the context attached is one copy of the current one filled with the span and the suppress key; the
-span is started on the attribute dict built for it (`start_owned_span`: no copy), and a light span takes the
+each), and the context attached is one copy of the current one with the span and the suppress key; the span
+is started on the attribute dict built for it (`start_owned_span`: no copy), and a light span takes the
 response status and its end under one lock (`end_with_attribute`).
 """
 from __future__ import annotations
@@ -100,7 +100,6 @@ def _facts_of(url: str, authority: str | None, scheme: str | None) -> tuple[str,
 # What begin() hands to finish()/fail(): the span, the attach token and the ContextVar it was set on (None: the
 # API's attach). A tuple rather than an object: one is made per call.
 Began = tuple[trace.Span, Any, "ContextVar[otel_context.Context] | None"]
-_dict_setitem = dict.__setitem__  # fills a Context made here, before anyone else sees it (Context forbids []=)
 
 
 def finish(library: str, began: Began, status_code: int) -> None:
@@ -204,10 +203,9 @@ class ClientTracer:
         # strs (address is lowered, port an int): start_owned_span may keep it uncopied.
         start = start_owned_span if type(method) is str and type(full) is str else start_span
         span = start(tracer if tracer is not None else self.tracer.get(), method, current, SpanKind.CLIENT, attributes)
-        # set_span_in_context + set_value(SUPPRESS_HTTP_KEY) as one copy of the context, filled before it is seen.
-        inner = otel_context.Context(current)
-        _dict_setitem(inner, _SPAN_KEY, span)
-        _dict_setitem(inner, SUPPRESS_HTTP_KEY, True)
+        # set_span_in_context + set_value(SUPPRESS_HTTP_KEY) in one copy of the context instead of four (measured
+        # cheaper than Context(current) filled through dict.__setitem__: the Context call itself costs more).
+        inner = otel_context.Context({**current, _SPAN_KEY: span, SUPPRESS_HTTP_KEY: True})
         textmap = propagate.get_global_textmap()
         if type(textmap) is MeshPropagator:
             self.write_headers(headers, textmap.child_keyed(current, span, inner))
