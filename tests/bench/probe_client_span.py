@@ -1,17 +1,15 @@
 """Instructions per outbound `requests` call, and how much of meshtrace's share is the CLIENT span itself.
 
-Run: `.venv/bin/python tests/bench/probe_client_span.py [--calls 1000]` (needs valgrind). Set up as
+Run: `.venv/bin/python tests/bench/probe_client_span.py [--calls 300] [--modes ...]` (needs valgrind). Set up as
 bench_library.py sets up its outbound case: an SDK TracerProvider (default sampler, ParentBased(ALWAYS_ON)),
 the SDK's BatchSpanProcessor to a no-op exporter, MeshPropagator as the global propagator, a Session over a
 mocked connection, every call a sibling under one parent span. The export thread is kept asleep (queue and
 batch larger than the run, an hour's schedule), so only the caller's side is counted. Modes:
 
 - bare, meshtrace, opentelemetry: the whole call, as bench_library times it;
-- span: only what the client wrapper asks of the span (`spans.start_span` with the wrapper's attributes, the
-  status-code write and `end()`), in a loop of its own; span-start: its start alone;
-- meshtrace-fused, span-fused: the same with the client's call site as `fuse_call_site` changes it (the span
-  started by `spans.start_owned_span` on the wrapper's own attribute dict, ended by
-  `LightSpan.end_with_attribute`), to see what adopting those would give.
+- span: only what the client integration asks of the span (`spans.start_owned_span` on the wrapper's attribute
+  dict, `LightSpan.end_with_attribute` with the status code), in a loop of its own; span-start: its start alone;
+- span-sdk-calls: the calls it made before (`spans.start_span`, `add_plain_attribute`, `end()`), for comparison.
 
 Each mode runs at `--calls` and three times as many under callgrind, differenced, so start-up cancels out.
 """
@@ -29,7 +27,7 @@ from typing import Any
 
 from benchkit import instructions
 
-MODES = ("bare", "meshtrace", "opentelemetry", "meshtrace-fused", "span", "span-start", "span-fused")
+MODES = ("bare", "meshtrace", "opentelemetry", "span", "span-start", "span-sdk-calls")
 ATTRIBUTES: dict[str, Any] = {"http.request.method": "GET", "url.full": "http://backend.local:8080/items/1",
               "server.address": "backend.local", "server.port": 8080}
 
@@ -68,9 +66,7 @@ def run(mode: str, calls: int) -> None:
     propagate.set_global_textmap(MeshPropagator())
     session = requests.Session()
     session.mount("http://", MockedAdapter())
-    if mode.startswith("meshtrace"):
-        if mode == "meshtrace-fused":
-            fuse_call_site()
+    if mode == "meshtrace":
         mt_requests.instrument(tracer_provider=provider)
     elif mode == "opentelemetry":
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
@@ -82,16 +78,10 @@ def run(mode: str, calls: int) -> None:
     gc.collect()
     with provider.get_tracer("bench").start_as_current_span("parent"):
         current = trace.set_span_in_context(trace.get_current_span())
-        if mode in ("bare", "meshtrace", "opentelemetry", "meshtrace-fused"):
+        if mode in ("bare", "meshtrace", "opentelemetry"):
             for _ in range(calls):
                 session.get("http://backend.local:8080/items/1").close()
         elif mode == "span":
-            for _ in range(calls):
-                span = start_span(client, "GET", current, client_kind, dict(ATTRIBUTES))
-                if type(span) is LightSpan:
-                    span.add_plain_attribute("http.response.status_code", 200)
-                span.end()
-        elif mode == "span-fused":
             start_owned = spans.start_owned_span
             for _ in range(calls):
                 span = start_owned(client, "GET", current, client_kind, dict(ATTRIBUTES))
@@ -100,41 +90,16 @@ def run(mode: str, calls: int) -> None:
                 else:
                     span.set_attribute("http.response.status_code", 200)
                     span.end()
+        elif mode == "span-sdk-calls":
+            for _ in range(calls):
+                span = start_span(client, "GET", current, client_kind, dict(ATTRIBUTES))
+                if type(span) is LightSpan:
+                    span.add_plain_attribute("http.response.status_code", 200)
+                span.end()
         else:
             for _ in range(calls):
-                start_span(client, "GET", current, client_kind, dict(ATTRIBUTES))
+                spans.start_owned_span(client, "GET", current, client_kind, dict(ATTRIBUTES))
     os._exit(0)
-
-
-def fuse_call_site() -> None:
-    """Patch integrations/_client.py in this process as the fused span calls would change it."""
-    from meshtrace import spans
-    from meshtrace.integrations import _client
-    from meshtrace.lightspan import LightSpan
-
-    client: Any = _client
-    original_done = _client._Call.done
-
-    def done(self: Any, status_code: int) -> None:
-        span = self.span
-        if status_code < 400 and type(span) is LightSpan:
-            try:
-                var = self._var
-                if var is None:
-                    client.otel_context.detach(self.token)
-                else:
-                    try:
-                        var.reset(self.token)
-                    except Exception:
-                        client.otel_context.detach(self.token)
-                span.end_with_attribute(client._STATUS_CODE, status_code)
-            except Exception:
-                client.log_failure(f"{self._client.library}.response")
-            return
-        original_done(self, status_code)
-
-    client.start_span = spans.start_owned_span
-    client._Call.done = done
 
 
 def per_call(mode: str, calls: int) -> float:
@@ -157,12 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = {mode: per_call(mode, args.calls) for mode in args.modes}
     bare = figures.get("bare")
     for mode, figure in figures.items():
-        added = f"  (+{figure - bare:,.0f} over bare)" if bare is not None and mode in MODES[1:4] else ""
+        added = f"  (+{figure - bare:,.0f} over bare)" if bare is not None and mode in MODES[1:3] else ""
         print(f"{mode:<14} {figure:>9,.0f} instructions per call{added}")
-    for mesh in ("meshtrace", "meshtrace-fused"):
-        if bare is not None and mesh in figures and "opentelemetry" in figures:
-            print(f"ratio {mesh}/opentelemetry added: "
-                  f"{(figures[mesh] - bare) / (figures['opentelemetry'] - bare):.3f}")
+    if bare is not None and "meshtrace" in figures and "opentelemetry" in figures:
+        print(f"ratio meshtrace/opentelemetry added: "
+              f"{(figures['meshtrace'] - bare) / (figures['opentelemetry'] - bare):.3f}")
     return 0
 
 
