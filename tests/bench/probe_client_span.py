@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import os
 import shutil
 import sys
@@ -34,29 +33,18 @@ ATTRIBUTES: dict[str, Any] = {"http.request.method": "GET", "url.full": "http://
 
 def run(mode: str, calls: int) -> None:
     import requests
-    import urllib3
+
+    # The same stand-ins as bench_library's outbound case (everything above urllib3's socket still runs).
+    from bench_library import MockedAdapter, NoOpExporter
     from opentelemetry import propagate, trace
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.trace import SpanKind
 
     from meshtrace import spans
     from meshtrace.integrations import requests as mt_requests
     from meshtrace.lightspan import LightSpan
     from meshtrace.propagation import MeshPropagator
-
-    class NoOpExporter(SpanExporter):
-        def export(self, batch: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    class FakePool:
-        def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.HTTPResponse:
-            return urllib3.HTTPResponse(body=io.BytesIO(b"ok"), status=200, headers={"Content-Length": "2"},
-                                        preload_content=False)
-
-    class MockedAdapter(requests.adapters.HTTPAdapter):
-        def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
-            return FakePool()
 
     provider = TracerProvider()
     size = 4 * calls + 16

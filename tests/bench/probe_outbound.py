@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import os
 import shutil
 import subprocess
@@ -43,25 +42,14 @@ WARMUP = 200
 def _setup(variant: str) -> tuple[Callable[[], None], Any]:
     """The outbound call for `variant`, and the tracer of the parent spans."""
     import requests
-    import urllib3
+
+    # The same stand-ins as bench_library's outbound case (everything above urllib3's socket still runs).
+    from bench_library import MockedAdapter, NoOpExporter
     from opentelemetry import propagate, trace
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from meshtrace.propagation import MeshPropagator
-
-    class NoOpExporter(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    class FakePool:
-        def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.HTTPResponse:
-            return urllib3.HTTPResponse(body=io.BytesIO(b"ok"), status=200, headers={"Content-Length": "2"},
-                                        preload_content=False)
-
-    class MockedAdapter(requests.adapters.HTTPAdapter):
-        def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
-            return FakePool()
 
     provider = TracerProvider()
     # The export thread never wakes (queue and batch larger than a run, an hour's schedule): how often it woke
