@@ -9,14 +9,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import django  # type: ignore[import-untyped]
 import pytest
 import requests
 import uvicorn
-from django.conf import settings  # type: ignore[import-untyped]
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # type: ignore[import-untyped]
+from django.http import HttpResponse, StreamingHttpResponse  # type: ignore[import-untyped]
 from django.test.utils import override_settings  # type: ignore[import-untyped]
 from django.urls import path  # type: ignore[import-untyped]
+from django_support import boom, configure, healthz, user
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
     from integration_support import Sink
 
 pytest_plugins = ["integration_support"]
-
-
-def user(request: Any, uid: int) -> Any:
-    return JsonResponse({"uid": uid})
 
 
 #: The tracer user code in the views below makes its own OTel spans with (the test's sink provider's).
@@ -51,14 +46,6 @@ async def nested_async(request: Any) -> Any:
     with USER_TRACER[0].start_as_current_span("user-work"):
         await asyncio.sleep(0)
     return HttpResponse("async")
-
-
-def boom(request: Any) -> Any:
-    raise RuntimeError("kaput")
-
-
-def healthz(request: Any) -> Any:
-    return HttpResponse("ok")
 
 
 STREAM_GATE: list[asyncio.Event] = []
@@ -85,10 +72,7 @@ urlpatterns = [
     path("stream/", stream),
 ]
 
-if not settings.configured:
-    settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="itest",
-                       MIDDLEWARE=[], INSTALLED_APPS=[], LOGGING_CONFIG=None)
-    django.setup()
+configure(__name__)
 
 
 class AsgiServer:

@@ -7,13 +7,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import django  # type: ignore[import-untyped]
 import pytest
 import requests
-from django.conf import settings  # type: ignore[import-untyped]
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # type: ignore[import-untyped]
+from django.http import StreamingHttpResponse  # type: ignore[import-untyped]
 from django.test.utils import override_settings  # type: ignore[import-untyped]
 from django.urls import path  # type: ignore[import-untyped]
+from django_support import boom, configure, healthz, user
 from opentelemetry.trace import SpanKind, StatusCode
 
 from meshtrace.integrations import django as mt_django
@@ -26,18 +25,6 @@ if TYPE_CHECKING:
     from integration_support import Server, Sink
 
 pytest_plugins = ["integration_support"]
-
-
-def user(request: Any, uid: int) -> Any:
-    return JsonResponse({"uid": uid})
-
-
-def boom(request: Any) -> Any:
-    raise RuntimeError("kaput")
-
-
-def healthz(request: Any) -> Any:
-    return HttpResponse("ok")
 
 
 def stream(request: Any) -> Any:
@@ -56,17 +43,7 @@ urlpatterns = [
     path("stream/", stream),
 ]
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        ALLOWED_HOSTS=["*"],
-        ROOT_URLCONF=__name__,
-        SECRET_KEY="itest",
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
-        LOGGING_CONFIG=None,
-    )
-    django.setup()
+configure(__name__)
 
 
 @pytest.fixture(autouse=True)
