@@ -179,7 +179,7 @@ class LightSpan(_Span):
     _plan: _Plan
     _ends: tuple[Callable[[Any], object], ...]
 
-    # The per-call mutators below (set_attribute(s), add_plain_attribute, rename_and_add, end,
+    # The per-call mutators below (set_attribute(s), rename_and_add, end,
     # end_with_attribute) take the lock by acquire() and release() in try/finally: a `with` looks up and binds
     # __enter__ and __exit__ on every call, about 1k instructions each time.
 
@@ -240,24 +240,6 @@ class LightSpan(_Span):
                 lock.release()
         self._bounded()
         super().set_attributes(attributes)
-
-    def add_plain_attribute(self, key: str, value: AttributeValue) -> bool:
-        """`set_attribute(key, value)` for a key the span does not have yet and a plain value, without the
-        SDK's validation and copy; False, having changed nothing, where that could differ from the SDK (not a
-        plain value or non-empty key, the key already set, the count limit reached, or the span ended)."""
-        if type(value) not in _PLAIN or type(key) is not str or not key:
-            return False
-        lock = self._lock
-        lock.acquire()
-        try:
-            attributes = self._attributes
-            if (self._end_time is not None or type(attributes) is not dict or key in attributes
-                    or len(attributes) >= _MAX_ATTRIBUTES):
-                return False
-            attributes[key] = value
-            return True
-        finally:
-            lock.release()
 
     def rename_and_add(self, name: str, attributes: Mapping[str, AttributeValue]) -> bool:
         """`update_name(name)` and `set_attributes(attributes)` under one lock, for attributes the span does not

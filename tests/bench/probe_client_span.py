@@ -9,7 +9,6 @@ batch larger than the run, an hour's schedule), so only the caller's side is cou
 - bare, meshtrace, opentelemetry: the whole call, as bench_library times it;
 - span: only what the client integration asks of the span (`spans.start_owned_span` on the wrapper's attribute
   dict, `LightSpan.end_with_attribute` with the status code), in a loop of its own; span-start: its start alone;
-- span-sdk-calls: the calls it made before (`spans.start_span`, `add_plain_attribute`, `end()`), for comparison.
 
 Each mode runs at `--calls` and three times as many under callgrind, differenced, so start-up cancels out.
 """
@@ -26,7 +25,7 @@ from typing import Any
 
 from benchkit import instructions
 
-MODES = ("bare", "meshtrace", "opentelemetry", "span", "span-start", "span-sdk-calls")
+MODES = ("bare", "meshtrace", "opentelemetry", "span", "span-start")
 ATTRIBUTES: dict[str, Any] = {"http.request.method": "GET", "url.full": "http://backend.local:8080/items/1",
               "server.address": "backend.local", "server.port": 8080}
 
@@ -61,7 +60,6 @@ def run(mode: str, calls: int) -> None:
 
         RequestsInstrumentor().instrument(tracer_provider=provider)
     client = provider.get_tracer("meshtrace.integrations.requests")
-    start_span = spans.start_span
     client_kind = SpanKind.CLIENT
     gc.collect()
     with provider.get_tracer("bench").start_as_current_span("parent"):
@@ -78,12 +76,6 @@ def run(mode: str, calls: int) -> None:
                 else:
                     span.set_attribute("http.response.status_code", 200)
                     span.end()
-        elif mode == "span-sdk-calls":
-            for _ in range(calls):
-                span = start_span(client, "GET", current, client_kind, dict(ATTRIBUTES))
-                if type(span) is LightSpan:
-                    span.add_plain_attribute("http.response.status_code", 200)
-                span.end()
         else:
             for _ in range(calls):
                 spans.start_owned_span(client, "GET", current, client_kind, dict(ATTRIBUTES))
