@@ -32,7 +32,7 @@ Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 # PEP 3333 gives these two headers without the HTTP_ prefix.
-_UNPREFIXED = {"CONTENT_TYPE": "CONTENT_TYPE", "CONTENT_LENGTH": "CONTENT_LENGTH"}
+_UNPREFIXED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
 
 
 def _no_start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> None:
@@ -60,7 +60,7 @@ def scope_environ(scope: Scope) -> dict[str, Any]:
     for raw_name, raw_value in scope.get("headers") or ():
         # ASGI header names are lowercase bytes; values are bytes, decoded as latin-1 like a WSGI server does.
         name = raw_name.decode("latin-1").upper().replace("-", "_")
-        key = _UNPREFIXED.get(name) or "HTTP_" + name
+        key = name if name in _UNPREFIXED else "HTTP_" + name
         value = raw_value.decode("latin-1")
         previous = environ.get(key)
         environ[key] = value if previous is None else f"{previous},{value}"
