@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -14,15 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshtrace.demo.processes import free_port
+
 CONFIG = Path(__file__).parent / "e2e" / "jaeger-config.yaml"
 BUILD_SCRIPT = Path(__file__).parent / "e2e" / "build_jaeger.sh"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_binary() -> Path | None:

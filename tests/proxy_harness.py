@@ -292,13 +292,6 @@ def raw_exchange(port: int, payload: bytes, *, timeout: float = 5.0, shut: bool 
         return b"".join(chunks)
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def propagator_headers(propagator: TextMapPropagator, span: Any, context: Any) -> list[tuple[bytes, bytes]]:
     """What `propagator.inject` writes for `span`, as the hop tracer's `inject` must write it: lower-case byte
     pairs, without `x-request-id` and baggage (the proxy passes those through instead of injecting them)."""

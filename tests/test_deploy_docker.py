@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from meshtrace.demo.processes import free_port
 from meshtrace.proxy.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,13 +176,6 @@ def test_env_defaults_are_a_valid_sidecar_config(instructions: list[Instruction]
     assert config.allow_public_bind
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def image_env(instructions: list[Instruction]) -> dict[str, str]:
     """The image's ENV with its ports moved to free ones (the host is shared), spans not exported."""
@@ -190,7 +183,7 @@ def image_env(instructions: list[Instruction]) -> dict[str, str]:
     image = env_of(instructions)
     for name in ("LISTEN", "OUTBOUND", "ADMIN"):
         host = image[f"MESHTRACE_PROXY_{name}"].rpartition(":")[0]
-        image[f"MESHTRACE_PROXY_{name}"] = f"{host}:{_free_port()}"
+        image[f"MESHTRACE_PROXY_{name}"] = f"{host}:{free_port()}"
     image["MESHTRACE_EXPORTER"] = "none"
     image["MESHTRACE_PROXY_ACCESS_LOG"] = ""
     env.update(image)

@@ -44,6 +44,8 @@ from typing import Any
 # Shared with the other benchmarks (this directory is sys.path[0] when the script runs).
 from benchkit import OtlpSink
 
+from meshtrace.demo.processes import free_port
+
 MESHTRACE = Path(sys.executable).parent / "meshtrace"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -55,12 +57,6 @@ function delay()
   return math.random(0, 40)
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:

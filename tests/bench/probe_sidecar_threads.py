@@ -24,8 +24,10 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 # The sibling script's helpers (its directory is sys.path[0] when this runs as a script).
-from bench_proxy import CLK_TCK, MESHTRACE, Bench, free_port, wrk
+from bench_proxy import CLK_TCK, MESHTRACE, Bench, wrk
 from benchkit import OtlpSink
+
+from meshtrace.demo.processes import free_port
 
 Stats = dict[int, tuple[str, float, float, int, int]]
 

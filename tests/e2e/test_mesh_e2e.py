@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from meshtrace.demo.processes import free_port
+
 import jaeger_process
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "e2e"
@@ -64,7 +66,7 @@ def run_mesh(jaeger: jaeger_process.Jaeger, logs: Path, *, asgi: bool) -> Iterat
     })
     for name in ("OTEL_SERVICE_NAME", "OTEL_PROPAGATORS", "MESHTRACE_PROPAGATORS", "PYTHONPATH"):
         env.pop(name, None)
-    ports = [jaeger_process.free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     back, mid, front = ports
     processes: list[subprocess.Popen[bytes]] = []
     try:

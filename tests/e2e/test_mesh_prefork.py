@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import jaeger_process
+from meshtrace.demo.processes import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "e2e"
 RUN = Path(sys.executable).parent / "meshtrace-run"
@@ -24,7 +24,7 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = jaeger_process.free_port()
+    port = free_port()
     spans = tmp_path / "spans.jsonl"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "MESHTRACE_"))}
     env.update({"MESHTRACE_EXPORTER": "file", "MESHTRACE_FILE": str(spans), "OTEL_BSP_SCHEDULE_DELAY": "100",

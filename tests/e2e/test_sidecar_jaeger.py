@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from meshtrace.demo.processes import free_port
+
 import jaeger_process
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "e2e"
@@ -50,7 +52,7 @@ def mesh(jaeger: jaeger_process.Jaeger, tmp_path_factory: pytest.TempPathFactory
            "PYTHONUNBUFFERED": "1"}
     for name in ("OTEL_SERVICE_NAME", "OTEL_PROPAGATORS", "MESHTRACE_PROPAGATORS", "PYTHONPATH"):
         env.pop(name, None)
-    ports = {name: jaeger_process.free_port() for name in ("app", "inbound", "outbound")}
+    ports = {name: free_port() for name in ("app", "inbound", "outbound")}
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, command: list[str], port: int, cwd: Path) -> None:

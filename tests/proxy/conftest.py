@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from proxy_harness import SidecarThread, UpstreamServer, free_port, sidecar_config
+from proxy_harness import SidecarThread, UpstreamServer, sidecar_config
+
+from meshtrace.demo.processes import free_port
 
 MESHTRACE = Path(sys.executable).parent / "meshtrace"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from proxy_harness import RawServer, SidecarThread, free_port, sidecar_config
+from proxy_harness import RawServer, SidecarThread, sidecar_config
 
+from meshtrace.demo.processes import free_port
 from meshtrace.proxy.config import Address, load_config
 
 

@@ -13,8 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
-from proxy_harness import SidecarThread, UpstreamServer, free_port, sidecar_config
+from proxy_harness import SidecarThread, UpstreamServer, sidecar_config
 
+from meshtrace.demo.processes import free_port
 from meshtrace.propagation import MeshPropagator
 from meshtrace.proxy.config import Address
 from meshtrace.proxy.tracing import ProxySampler, span_name

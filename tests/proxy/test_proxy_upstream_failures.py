@@ -7,7 +7,9 @@ import socket
 import threading
 import time
 
-from proxy_harness import RawServer, SidecarThread, free_port, raw_exchange, read_head, sidecar_config
+from proxy_harness import RawServer, SidecarThread, raw_exchange, read_head, sidecar_config
+
+from meshtrace.demo.processes import free_port
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from proxy_harness import SidecarThread, UpstreamServer, free_port, sidecar_config
+from proxy_harness import SidecarThread, UpstreamServer, sidecar_config
 from traffic_support import API, service_entry, subsets_rule
 
 from meshtrace import ConfigError
+from meshtrace.demo.processes import free_port
 from meshtrace.proxy.config import Address
 from meshtrace.proxy.server import Sidecar
 

@@ -12,9 +12,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from proxy_harness import RawServer, SidecarThread, free_port, read_head, sidecar_config
+from proxy_harness import RawServer, SidecarThread, read_head, sidecar_config
 from traffic_support import API, service_entry
 
+from meshtrace.demo.processes import free_port
 from meshtrace.propagation import MeshPropagator
 from meshtrace.proxy.config import Address
 from meshtrace.proxy.mirror import shadow_authority

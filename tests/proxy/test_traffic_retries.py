@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from proxy_harness import RawServer, SidecarThread, free_port, read_head, sidecar_config
+from proxy_harness import RawServer, SidecarThread, read_head, sidecar_config
 from traffic_support import API, service_entry
 
+from meshtrace.demo.processes import free_port
 from meshtrace.proxy.config import Address
 from meshtrace.proxy.istio_config import Retries
 from meshtrace.proxy.retry import RetryPolicy

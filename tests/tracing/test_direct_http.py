@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from meshtrace import counters
+from meshtrace.demo.processes import free_port
 from meshtrace.exporters import GuardedExporter, build_exporter
 from meshtrace.exporters.direct_http import DirectHTTPTransport
 from meshtrace.exporters.otlp import build_otlp_exporter
@@ -108,13 +109,6 @@ def exporter(endpoint: str, timeout: str = "3") -> GuardedExporter:
 def names(body: bytes) -> list[str]:
     message = ExportTraceServiceRequest.FromString(body)
     return sorted(span.name for rs in message.resource_spans for ss in rs.scope_spans for span in ss.spans)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # nothing listens here once the socket is closed
 
 
 def test_http_endpoints_take_the_direct_transport_and_https_keeps_requests() -> None:

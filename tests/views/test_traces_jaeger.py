@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from views_support import EXPECTED_WATERFALL, TRACE_ID, otlp_lines
 
+from meshtrace.demo.processes import free_port
 from meshtrace.views.jaeger_client import JaegerClient, JaegerError
 
 import jaeger_process
@@ -53,7 +54,7 @@ def test_service_is_required_and_known_services_are_named(known_trace: str, tmp_
 
 
 def test_client_reports_unreachable_jaeger() -> None:
-    port = jaeger_process.free_port()
+    port = free_port()
     with pytest.raises(JaegerError, match=f"127.0.0.1:{port}"):
         JaegerClient(f"http://127.0.0.1:{port}", timeout=2).services()
 
