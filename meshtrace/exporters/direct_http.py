@@ -17,6 +17,13 @@ transport keeps the client and replaces only that last step, for `http://` endpo
   as they did through `requests`;
 - it connects to the endpoint's own host and port, never through `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` (export
   traffic must not loop through the sidecar) and without reading `.netrc` or any other environment;
+- fork(): a child (a pre-fork server's worker forked after the first export) inherits the parent's socket
+  object, the very TCP connection the parent keeps using; were the child to write on it, the two processes'
+  bytes would interleave on one stream and each could read the other's response. So a child never uses it: an
+  at-fork hook gives the child a new lock (a parent thread may have held it at fork) and drops its copy of the
+  socket (close() of the copy only releases the child's descriptor: the connection lives on in the parent,
+  which is never shut down from here), and the owner's pid, checked at each request, catches a fork that ran no
+  hooks (one made from C); the child connects anew at its first export;
 - every socket or framing failure (refused, reset, timed out, malformed) is a result with an `OSError`, which
   `is_connection_error` says is one, so the client retries it exactly as it retries `requests`' connection errors.
 
@@ -28,9 +35,11 @@ certificates and credential-provider sessions keep the `requests` transport (mes
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +118,16 @@ class DirectHTTPTransport(BaseHTTPTransport):
         self._sock: socket.socket | None = None
         self._address: tuple[str, int] | None = None
         self._target: _Target | None = None
+        self._pid = os.getpid()   # the process the socket belongs to
+        if hasattr(os, "register_at_fork"):
+            weak_self = weakref.ref(self)
+
+            def _after_fork_in_child() -> None:
+                if (transport := weak_self()) is not None:
+                    transport._lock = threading.Lock()
+                    transport._forget_inherited()
+
+            os.register_at_fork(after_in_child=_after_fork_in_child)
 
     def request(
         self,
@@ -135,7 +154,14 @@ class DirectHTTPTransport(BaseHTTPTransport):
                 self._drop()
                 return DirectHTTPResult(error=error)
 
+    def _forget_inherited(self) -> None:
+        """In a forked child: the socket is the parent's connection. Close only this process's descriptor."""
+        self._drop()
+        self._pid = os.getpid()
+
     def _connection(self, target: _Target, timeout: float | None) -> socket.socket:
+        if self._pid != os.getpid():   # forked without the at-fork hook running (a C-level fork)
+            self._forget_inherited()
         sock = self._sock
         if sock is not None and self._address == target.address:
             # Readable while idle means the backend closed it (or sent something unasked): do not reuse it. A
