@@ -10,6 +10,9 @@ batch larger than the run, an hour's schedule), so only the caller's side is cou
 - span: only what the client integration asks of the span (`spans.start_owned_span` on the wrapper's attribute
   dict, `LightSpan.end_with_attribute` with the status code), in a loop of its own; span-start: its start alone;
 
+`--processor meshtrace` queues the spans through meshtrace's DroppingBatchSpanProcessor (what `meshtrace.configure`
+installs) instead of the SDK's BatchSpanProcessor.
+
 Each mode runs at `--calls` and three times as many under callgrind, differenced, so start-up cancels out.
 """
 
@@ -30,7 +33,7 @@ ATTRIBUTES: dict[str, Any] = {"http.request.method": "GET", "url.full": "http://
               "server.address": "backend.local", "server.port": 8080}
 
 
-def run(mode: str, calls: int) -> None:
+def run(mode: str, calls: int, processor: str) -> None:
     import requests
 
     # The same stand-ins as bench_library's outbound case (everything above urllib3's socket still runs).
@@ -43,12 +46,14 @@ def run(mode: str, calls: int) -> None:
     from meshtrace import spans
     from meshtrace.integrations import requests as mt_requests
     from meshtrace.lightspan import LightSpan
+    from meshtrace.processor import DroppingBatchSpanProcessor
     from meshtrace.propagation import MeshPropagator
 
     provider = TracerProvider()
     size = 4 * calls + 16
-    provider.add_span_processor(BatchSpanProcessor(NoOpExporter(), max_queue_size=size, max_export_batch_size=size,
-                                                   schedule_delay_millis=3_600_000))
+    batch = DroppingBatchSpanProcessor if processor == "meshtrace" else BatchSpanProcessor
+    provider.add_span_processor(batch(NoOpExporter(), max_queue_size=size, max_export_batch_size=size,
+                                      schedule_delay_millis=3_600_000))
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(MeshPropagator())
     session = requests.Session()
@@ -82,8 +87,9 @@ def run(mode: str, calls: int) -> None:
     os._exit(0)
 
 
-def per_call(mode: str, calls: int) -> float:
-    small, large = (instructions(__file__, ["--run", mode, str(n)]) for n in (calls, 3 * calls))
+def per_call(mode: str, calls: int, processor: str) -> float:
+    small, large = (instructions(__file__, ["--processor", processor, "--run", mode, str(n)])
+                    for n in (calls, 3 * calls))
     return (large - small) / (2 * calls)
 
 
@@ -91,15 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--processor", choices=("sdk", "meshtrace"), default="sdk",
+                        help="the batch processor: the SDK's (bench_library's) or meshtrace's (meshtrace.configure's)")
     parser.add_argument("--run", nargs=2, metavar=("MODE", "CALLS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run is not None:
-        run(args.run[0], int(args.run[1]))
+        run(args.run[0], int(args.run[1]), args.processor)
         return 0
     if shutil.which("valgrind") is None:
         print("probe_client_span: skipped, valgrind is not installed")
         return 0
-    figures = {mode: per_call(mode, args.calls) for mode in args.modes}
+    figures = {mode: per_call(mode, args.calls, args.processor) for mode in args.modes}
     bare = figures.get("bare")
     for mode, figure in figures.items():
         added = f"  (+{figure - bare:,.0f} over bare)" if bare is not None and mode in MODES[1:3] else ""

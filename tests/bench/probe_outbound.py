@@ -15,6 +15,9 @@ many; the difference over the extra calls is the per-call figure (start-up and w
 beyond the three of the bench take one piece away from meshtrace's, so the differences attribute its cost:
 `mesh-nowrite` (headers rendered, not written), `mesh-norender` (no headers at all).
 
+`--processor meshtrace` queues the spans through meshtrace's DroppingBatchSpanProcessor (what
+`meshtrace.configure` installs) instead of the SDK's BatchSpanProcessor (bench_library's set-up).
+
 `--annotate VARIANT` runs one variant under callgrind with an output file and prints callgrind_annotate's
 inclusive listing (C functions: the interpreter's own frames dominate; look for dict, unicode, contextvar work).
 """
@@ -36,10 +39,11 @@ from benchkit import instructions
 
 VARIANTS = ("bare", "meshtrace", "opentelemetry", "mesh-nowrite", "mesh-norender")
 SHAPES = ("sibling", "first")
+PROCESSORS = ("sdk", "meshtrace")
 WARMUP = 200
 
 
-def _setup(variant: str) -> tuple[Callable[[], None], Any]:
+def _setup(variant: str, processor: str) -> tuple[Callable[[], None], Any]:
     """The outbound call for `variant`, and the tracer of the parent spans."""
     import requests
 
@@ -49,13 +53,15 @@ def _setup(variant: str) -> tuple[Callable[[], None], Any]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    from meshtrace.processor import DroppingBatchSpanProcessor
     from meshtrace.propagation import MeshPropagator
 
     provider = TracerProvider()
+    batch = DroppingBatchSpanProcessor if processor == "meshtrace" else BatchSpanProcessor
     # The export thread never wakes (queue and batch larger than a run, an hour's schedule): how often it woke
     # would follow the wall clock, which differs from run to run under valgrind on a shared machine.
-    provider.add_span_processor(BatchSpanProcessor(NoOpExporter(), max_queue_size=65536, max_export_batch_size=65536,
-                                                   schedule_delay_millis=3_600_000))
+    provider.add_span_processor(batch(NoOpExporter(), max_queue_size=65536, max_export_batch_size=65536,
+                                      schedule_delay_millis=3_600_000))
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(MeshPropagator())
     if variant == "opentelemetry":
@@ -78,8 +84,8 @@ def _setup(variant: str) -> tuple[Callable[[], None], Any]:
     return call, provider.get_tracer("probe")
 
 
-def run(variant: str, shape: str, calls: int) -> None:
-    call, tracer = _setup(variant)
+def run(variant: str, shape: str, calls: int, processor: str) -> None:
+    call, tracer = _setup(variant, processor)
     parent = tracer.start_as_current_span
     if shape == "sibling":
         with parent("parent"):
@@ -93,16 +99,17 @@ def run(variant: str, shape: str, calls: int) -> None:
     os._exit(0)  # the queued spans are never exported, nor the export thread joined: not what is measured
 
 
-def per_call(variant: str, shape: str, calls: int) -> float:
-    small, large = (instructions(__file__, ["--run", variant, shape, str(n)]) for n in (calls, 3 * calls))
+def per_call(variant: str, shape: str, calls: int, processor: str) -> float:
+    small, large = (instructions(__file__, ["--processor", processor, "--run", variant, shape, str(n)])
+                    for n in (calls, 3 * calls))
     return (large - small) / (2 * calls)
 
 
-def annotate(variant: str, shape: str, calls: int, limit: int) -> None:
+def annotate(variant: str, shape: str, calls: int, limit: int, processor: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                        "--run", variant, shape, str(calls)], check=True, capture_output=True,
+                        "--processor", processor, "--run", variant, shape, str(calls)], check=True, capture_output=True,
                        env={**os.environ, "PYTHONHASHSEED": "0"})
         listing = subprocess.run(["callgrind_annotate", "--inclusive=yes", f"--threshold={99.9}", out],
                                  check=True, capture_output=True, text=True).stdout
@@ -117,21 +124,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--annotate", choices=VARIANTS, help="print callgrind_annotate --inclusive for one variant")
     parser.add_argument("--limit", type=int, default=60, help="lines of the annotate listing")
+    parser.add_argument("--processor", choices=PROCESSORS, default="sdk",
+                        help="the batch processor: the SDK's (bench_library's) or meshtrace's (meshtrace.configure's)")
     parser.add_argument("--run", nargs=3, metavar=("VARIANT", "SHAPE", "CALLS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run is not None:
         gc.collect()
-        run(args.run[0], args.run[1], int(args.run[2]))
+        run(args.run[0], args.run[1], int(args.run[2]), args.processor)
         return 0
     if shutil.which("valgrind") is None:
         print("probe_outbound: skipped, valgrind is not installed")
         return 0
     shapes = SHAPES if args.shape == "both" else (args.shape,)
     if args.annotate:
-        annotate(args.annotate, shapes[0], args.calls, args.limit)
+        annotate(args.annotate, shapes[0], args.calls, args.limit, args.processor)
         return 0
     for shape in shapes:
-        figures = {variant: per_call(variant, shape, args.calls) for variant in dict.fromkeys(["bare", *args.variants])}
+        variants = dict.fromkeys(["bare", *args.variants])
+        figures = {variant: per_call(variant, shape, args.calls, args.processor) for variant in variants}
         bare = figures["bare"]
         print(f"\n{shape} calls ({args.calls} and {3 * args.calls} per run, differenced): instructions per call")
         print(f"  {'bare':<14} {bare:>10,.0f}")
