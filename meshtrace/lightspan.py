@@ -397,7 +397,8 @@ def _always_known(sampler: object, depth: int = 0) -> bool:
 
 def _end_calls(processors: tuple[SpanProcessor, ...], sampled: bool) -> tuple[Callable[[Any], object], ...]:
     """The `on_end` call per processor for a sampled or a recorded-only span, the SDK's own processors' checks
-    done once here: they ignore a span that is not sampled, and the batch one queues a sampled one."""
+    done once here: they ignore a span that is not sampled, and the batch one queues a sampled one; meshtrace's
+    processor tells its own (`light_end_call`)."""
     calls: list[Callable[[Any], object]] = []
     for processor in processors:
         kind = type(processor)
@@ -410,7 +411,13 @@ def _end_calls(processors: tuple[SpanProcessor, ...], sampled: bool) -> tuple[Ca
             if sampled:
                 calls.append(processor.on_end)
         else:
-            calls.append(processor.on_end)
+            # meshtrace's DroppingBatchSpanProcessor says what its on_end comes to for a span sampled or not
+            # (its enqueue, or nothing): the per-span sampled check is done here, once per plan.
+            light = None if own else getattr(type(processor), "light_end_call", None)
+            if not callable(light):
+                calls.append(processor.on_end)
+            elif (call := light(processor, sampled)) is not None:
+                calls.append(call)
     return tuple(calls)
 
 

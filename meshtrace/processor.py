@@ -9,6 +9,12 @@ from the deque in batches. Two things are added to the SDK processor:
   lock so concurrent producers cannot overfill the deque behind our back; the worker only ever shrinks it.
 - `shutdown(timeout_millis)` honours its deadline (the SDK's span processor waits up to 30 s).
 
+`on_end` runs for every span ended, so it reads as little as it can: an SDK span's context off `_context` (the
+span `_Span.end()` hands over is an exact ReadableSpan, whose `context` property returns just that) and the
+sampled bit by one `&` (`TraceFlags.sampled` is another property call). meshtrace's light spans
+(meshtrace.lightspan) know whether they are sampled when they start: their tracer's plan asks
+`light_end_call(sampled)` once and calls `enqueue` directly for a sampled span, nothing for another.
+
 Pre-encoded spans (meshtrace.exporters.encoded) take the same queue through `enqueue`, when
 `accepts_encoded()` says the exporter behind it takes them too.
 
@@ -29,16 +35,19 @@ import collections
 import os
 import threading
 import weakref
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import TraceFlags
 
 from meshtrace import counters
 from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
 
 __all__ = ["DroppingBatchSpanProcessor"]
+
+_SAMPLED = int(TraceFlags.SAMPLED)
 
 
 class DroppingBatchSpanProcessor(BatchSpanProcessor):
@@ -87,14 +96,26 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
                 and self._max_queue_size > 0 and accepts_encoded(self.span_exporter))
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not (span.context and span.context.trace_flags.sampled):
+        context = span._context if type(span) is ReadableSpan else span.context
+        if context is None or not context.trace_flags & _SAMPLED:
             return
-        queue = self._queue
-        emit = self._emit
-        if queue is None or emit is None or self._max_queue_size <= 0:
+        if self._queue is None or self._emit is None or self._max_queue_size <= 0:
             super().on_end(span)
             return
         self.enqueue(span)
+
+    def light_end_call(self, sampled: bool) -> Callable[[ReadableSpan], None] | None:
+        """What `on_end` comes to for a span known to be sampled or not, for a caller that knows which before the
+        span ends (a light span's plan, made once per tracer): None for a span that is not sampled (`on_end`
+        ignores it), `enqueue` for one that is when `on_end` would call just that, else `on_end` itself (also
+        whatever the span, where a subclass overrides `on_end`)."""
+        if type(self).on_end is not DroppingBatchSpanProcessor.on_end:
+            return self.on_end
+        if not sampled:
+            return None
+        if self._queue is None or self._emit is None or self._max_queue_size <= 0:
+            return self.on_end
+        return self.enqueue
 
     def enqueue(self, span: ReadableSpan | EncodedSpan) -> None:
         """Queue a finished, sampled span for export, or drop and count it when the queue is full.
