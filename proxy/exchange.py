@@ -26,7 +26,7 @@ from opentelemetry.context import Context
 
 from . import flags, localreply
 from .attempt_span import end_attempt, start_attempt
-from .codec import RequestHead, ResponseHead, encode_request_head, encode_response_head
+from .codec import RequestHead, ResponseHead, encode_request_head, encode_response_head, header_lines
 from .errors import UpstreamError
 from .headers import Headers
 from .hop import Hop, Workload
@@ -59,9 +59,9 @@ class Exchange:
         "_attempt",
         "_attempt_head",
         "_deadline",
-        "_hex_ids",
         "_on_clock",
         "_out",
+        "_rendered",
         "_span",
         "_timer",
         "_trace_context",
@@ -141,7 +141,8 @@ class Exchange:
         self.upstream_ns = 0
         self._span: trace.Span | None = None
         self._trace_context: Context | None = None
-        self._hex_ids: tuple[bytes, bytes] | None = None    # trace and span id as inject rendered them
+        # The trace header block sent upstream and the hex trace and span ids it holds (for the hop record).
+        self._rendered: tuple[bytes, str, str] | None = None
         self._out: list[bytes] = []        # response bytes of the current upstream read, written at its end
         self._timer: object | None = None
         self._on_clock = False                  # the route timeout is set on the connection's timer
@@ -232,20 +233,30 @@ class Exchange:
         if self.mirror_out is not None:
             self.mirror_out = list(out)
         trace_at = -1
+        block = b""
         if self._span is not None and self._trace_context is not None and tracer is not None:
             if self.retry is not None and self._span.is_recording():
                 # Each try gets a span of its own and sends trace headers naming it (`_start_attempt` encodes
                 # its head), so the upstream's spans nest under the try that reached it, as with Envoy.
                 trace_at = len(out)
             else:
-                self._hex_ids = tracer.inject(self._span, self._trace_context, out)
-        if head.upgrade:
-            out.append((b"connection", b"upgrade"))
-            out.append((b"upgrade", hmap.get(b"upgrade", b"")))
-        if head.chunked:
-            out.append((b"transfer-encoding", b"chunked"))
+                # Usually one ready block of header lines, which the head's encoder takes whole.
+                rendered = self._rendered = tracer.render(self._span, self._trace_context)
+                if rendered is not None:
+                    block = rendered[0]
+                else:
+                    tracer.inject(self._span, self._trace_context, out)
+        if head.upgrade or head.chunked:
+            after: Headers = ([(b"connection", b"upgrade"), (b"upgrade", hmap.get(b"upgrade", b""))]
+                              if head.upgrade else [])
+            if head.chunked:
+                after.append((b"transfer-encoding", b"chunked"))
+            if block:   # these go after the trace headers, as lines of the block
+                block += header_lines(after)
+            else:
+                out += after
         if trace_at < 0:
-            self.out_head = encode_request_head(head.method, decision.target, out)
+            self.out_head = encode_request_head(head.method, decision.target, out, block)
         else:
             self._attempt_head = (out, trace_at)
         limits = route.limits
@@ -439,9 +450,15 @@ class Exchange:
         self._attempt = attempt
         headers, trace_at = attempt_head
         out = headers[:trace_at]
-        tracer.inject(attempt, self._trace_context or Context(), out)    # its ids are not the hop record's
-        out += headers[trace_at:]
-        self.out_head = encode_request_head(self.head.method, decision.target, out)
+        context = self._trace_context or Context()
+        rendered = tracer.render(attempt, context)    # its ids are not the hop record's
+        if rendered is not None:    # the headers after the trace headers' place go as lines after the block
+            block = rendered[0] + header_lines(headers[trace_at:]) if trace_at < len(headers) else rendered[0]
+        else:
+            block = b""
+            tracer.inject(attempt, context, out)
+            out += headers[trace_at:]
+        self.out_head = encode_request_head(self.head.method, decision.target, out, block)
 
     def _end_attempt(self, status: int, error: str = "") -> None:
         attempt = self._attempt
@@ -852,9 +869,9 @@ class Exchange:
         span = self._span
         tracer = ctx.tracer
         if span is not None and tracer is not None:
-            hex_ids = self._hex_ids
-            if hex_ids is not None:
-                hop.trace_id, hop.span_id = hex_ids[0].decode("ascii"), hex_ids[1].decode("ascii")
+            rendered = self._rendered
+            if rendered is not None:
+                hop.trace_id, hop.span_id = rendered[1], rendered[2]
             else:
                 hop.trace_id, hop.span_id = tracer.ids(span)
             tracer.finish(span, hop, end_ns)

@@ -4,12 +4,14 @@ Theory of operation. `start()` extracts the incoming context with the configured
 format), marks a forced trace (`x-envoy-force-trace`, `x-client-trace-id`) in the context for `ProxySampler`,
 and starts the span as a child of what arrived through `meshtrace.spans.start_span` (the core's cheapest way to
 make an SDK span; `ProxySampler` is declared attribute-blind, so the core's light span is used whenever the
-sampler it wraps is blind too); with nothing valid arriving the SDK makes fresh 128-bit ids. `inject()` writes every
-configured format for that span into the headers going upstream, so the next hop's span is a child of ours and
-never shares its id. With a `MeshPropagator` and a plain context (no debug flag, no baggage: what nearly every
-request carries) the headers are rendered straight to bytes from the span's ids; anything else goes through the
-propagator itself, and a test holds the two equal. `finish()` sets Envoy's tags and the OTel semantic-convention
-attributes from the finished `Hop` in one call and ends the span at the hop's own end time.
+sampler it wraps is blind too); with nothing valid arriving the SDK makes fresh 128-bit ids. The headers going
+upstream say every configured format for that span, so the next hop's span is a child of ours and never shares its
+id. With a `MeshPropagator` and a plain context (no debug flag, no baggage: what nearly every request carries)
+`render()` gives them as one ready header block for the request head, made from the span's ids by a function
+compiled per kind of span context (meshtrace.propagation.render); `inject()` appends them as (name, value)
+pairs, those of the block or, for any other context, what the propagator itself writes, and tests hold the two
+equal. `finish()` sets Envoy's tags and the OTel semantic-convention attributes from the finished `Hop` in one
+call and ends the span at the hop's own end time.
 
 The encoded lane. When the tracer exports through meshtrace's OTLP pipeline alone (meshtrace.encodedlane says
 when), the hop span is no SDK span: `start()` asks the lane for the span's context (the same sampler decision and
@@ -37,13 +39,13 @@ from opentelemetry.util.types import Attributes
 from meshtrace.encodedlane import EncodedLane, encoded_lane
 from meshtrace.exporters.encoded import TUPLE_CONTEXT, EncodedSpan
 from meshtrace.propagation import MeshPropagator, is_debug
+from meshtrace.propagation.render import CODES, Block, BlockKind, block
 from meshtrace.sampling import Known, known_decision
 from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start_span
 
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
 from .hop_wire import HopSpan, HopWire, hop_error, protocol_version
-from .trace_render import RENDERED, Renderer, renderer
 
 __all__ = ["FORCE_TRACE_HEADERS", "HopTracer", "ProxySampler", "span_name"]
 
@@ -140,13 +142,13 @@ class HopTracer:
         # Carrier name -> the header name to send, or None for one left out (cached: the same few every time).
         self._inject_names: dict[str, bytes | None] = {}
         formats = tuple(propagator.formats) if type(propagator) is MeshPropagator else None
-        # The formats to render, in the propagator's own order (baggage is never injected by the proxy); None
+        # The format codes to render, in the propagator's own order (baggage is never injected by the proxy); None
         # when the propagator must inject itself (or only has baggage, which it leaves out anyway).
-        self._render: tuple[str, ...] | None = (
-            tuple(name for name in formats if name != "baggage")
-            if formats is not None and RENDERED.issuperset(formats) else None) or None
-        # (trace flags & 3, no parent, trace state, 64-bit trace id) -> the function rendering those headers.
-        self._renderers: dict[tuple[int, bool, bool, bool], Renderer] = {}
+        self._codes: tuple[int, ...] | None = (
+            tuple(code for name in formats if (code := CODES[name]) is not None)
+            if formats is not None and set(CODES).issuperset(formats) else None) or None
+        # (trace flags & 3, a parent, a trace state, a 64-bit trace id) -> the function rendering that block.
+        self._blocks: dict[BlockKind, Block] = {}
         self.static_attributes: dict[str, str] = {"component": "proxy", "node_id": node_id, "zone": zone,
                                                   "downstream_cluster": downstream_cluster}
         # authority -> (server.address, server.port or None): the same few authorities every time.
@@ -203,22 +205,52 @@ class HopTracer:
             context = set_value(_FORCE, True, context)
         return context
 
-    def inject(self, span: trace.Span, context: Context, out: Headers) -> tuple[bytes, bytes] | None:
-        """Append the configured trace headers for `span` to `out` (which must not hold any already).
+    def render(self, span: trace.Span, context: Context) -> tuple[bytes, str, str] | None:
+        """The configured trace headers for `span` as one HTTP/1 header block (`name: value` CRLF each), with the
+        span's hex trace and span ids (for the hop record); None when they are not rendered here: a context that
+        is not plain (debug, baggage), an invalid span context, or a propagator this cannot speak for (`inject`
+        writes those).
 
         Baggage is left out: the incoming baggage headers pass through untouched (W3C: propagate unchanged),
-        and so does `x-request-id`, which the connection manager owns. Returns the span's hex trace and span
-        ids when it rendered them itself (the hop record then needs no second formatting), else None.
+        and so does `x-request-id`, which the connection manager owns.
         """
-        if self._render is not None and (not context or _plain(context)):
-            if span.__class__ is HopSpan:   # the encoded lane's: its parent is valid or None
-                rendered = self._inject_bytes(span.context, span.parent, out)
-            else:   # SDK spans know their parent; a non-recording one does not
-                parent = getattr(span, "parent", None)
-                rendered = self._inject_bytes(span.get_span_context(), parent if isinstance(parent, SpanContext)
-                                              and parent.is_valid else None, out)
-            if rendered is not None:
-                return rendered
+        codes = self._codes
+        if codes is None or (context and not _plain(context)):
+            return None
+        if span.__class__ is HopSpan:   # the encoded lane's: its parent is valid or None
+            sc, parent = span.context, span.parent
+        else:   # SDK spans know their parent; a non-recording one does not
+            sc = span.get_span_context()
+            parent = getattr(span, "parent", None)
+            if not isinstance(parent, SpanContext) or not parent.is_valid:
+                parent = None
+        if TUPLE_CONTEXT:   # the fields without five Python-level properties
+            trace_id, span_id, _, trace_flags, trace_state, valid = sc
+        else:  # pragma: no cover - an API whose SpanContext is laid out differently
+            trace_id, span_id, trace_flags, trace_state, valid = (sc.trace_id, sc.span_id, sc.trace_flags,
+                                                                  sc.trace_state, sc.is_valid)
+        if not valid:
+            return None
+        parent_id = None if parent is None else parent[1] if TUPLE_CONTEXT else parent.span_id
+        # The shared empty TraceState (every root span's) is told without its Python-level len().
+        state = trace_state is not DEFAULT_TRACE_STATE and bool(trace_state)
+        # (A 64-bit trace id told by a comparison: no 128-bit shift made per span.)
+        key = (trace_flags & 0x03, parent_id is not None, state, trace_id <= _UINT64)
+        render = self._blocks.get(key)
+        if render is None:  # at most 32 of them
+            render = self._blocks[key] = block(codes, key)
+        return render(trace_id, span_id, parent_id, trace_state.to_header() if state else "")
+
+    def inject(self, span: trace.Span, context: Context, out: Headers) -> None:
+        """Append the configured trace headers for `span` to `out` (which must not hold any already), as
+        (name, value) pairs: the headers `render` gives, else what the propagator writes (baggage and
+        `x-request-id` left out, as there)."""
+        rendered = self.render(span, context)
+        if rendered is not None:
+            for line in rendered[0].split(b"\r\n")[:-1]:
+                header, _, text = line.partition(b": ")
+                out.append((header, text))
+            return
         carrier: dict[str, str] = {}
         self.propagator.inject(carrier, context=trace.set_span_in_context(span, context))
         names = self._inject_names
@@ -231,28 +263,6 @@ class HopTracer:
                     names[name] = key
             if key is not None:
                 out.append((key, value.encode("latin-1")))
-        return None
-
-    def _inject_bytes(self, sc: SpanContext, parent: SpanContext | None, out: Headers) -> tuple[bytes, bytes] | None:
-        """What `MeshPropagator.inject` writes for a decided context without debug or baggage, as bytes, by the
-        renderer (proxy.trace_render) for the kind of context this is; None (nothing written) for an invalid one."""
-        if TUPLE_CONTEXT:   # the fields without five Python-level properties
-            trace_id, span_id, _, trace_flags, trace_state, valid = sc
-        else:  # pragma: no cover - an API whose SpanContext is laid out differently
-            trace_id, span_id, trace_flags, trace_state, valid = (sc.trace_id, sc.span_id, sc.trace_flags,
-                                                                  sc.trace_state, sc.is_valid)
-        if not valid:
-            return None
-        parent_id = None if parent is None else parent[1] if TUPLE_CONTEXT else parent.span_id
-        # The shared empty TraceState (every root span's) is told without its Python-level len().
-        state = trace_state is not DEFAULT_TRACE_STATE and bool(trace_state)
-        # (A 64-bit trace id told by a comparison: no 128-bit shift made per span.)
-        key = (trace_flags & 0x03, parent_id is None, state, trace_id <= _UINT64)
-        render = self._renderers.get(key)
-        if render is None:  # at most 32 of them
-            render = self._renderers[key] = renderer(self._render or (), *key)
-        return render(trace_id, span_id, parent_id, trace_state.to_header().encode("latin-1") if state else None,
-                      out)
 
     def _authority(self, authority: str) -> tuple[str, int | None]:
         parts = self._authorities.get(authority)

@@ -13,9 +13,9 @@ so a sibling's headers are one `replace` and one `split` of it. Anything else re
 takes each format's own renderer, which a property test holds equal to this one.
 
 A client integration that has just started an SDK span under the current context asks `child_keyed(context,
-span)` (the same headers, keyed: see _child_render). The span's own fields and the few context entries a plain
+span)` (the same headers, keyed: see propagation.render). The span's own fields and the few context entries a plain
 render depends on (debug, baggage, request id, a remembered remote parent) are read directly, and the headers
-come from the render function compiled for that kind of span context (_child_render), whose per-parent part
+come from the render function compiled for that kind of span context (propagation.render), whose per-parent part
 runs once: a first call per request costs one such factory call. When the span has a parent, the render is
 remembered with the context object, the span's type and parent and what the render was built from; the next
 child started under that very context (the context is immutable, so identity means it holds the same debug
@@ -37,9 +37,12 @@ from opentelemetry.sdk.trace import ReadableSpan, _Span
 from opentelemetry.trace import Span, SpanContext, TraceFlags, TraceState
 
 from meshtrace.propagation import b3, jaeger, ottrace, requestid, tracecontext
-from meshtrace.propagation._child_render import (
+from meshtrace.propagation._common import _REMOTE_PARENT, _SPAN_KEY
+from meshtrace.propagation._context import DEBUG_KEY, REQUEST_ID_KEY, get_request_id, is_debug, is_sampling_deferred
+from meshtrace.propagation.render import (
     B3MULTI,
     B3SINGLE,
+    CODES,
     JAEGER,
     OTTRACE,
     TRACECONTEXT,
@@ -49,8 +52,6 @@ from meshtrace.propagation._child_render import (
     Render,
     factory,
 )
-from meshtrace.propagation._common import _REMOTE_PARENT, _SPAN_KEY
-from meshtrace.propagation._context import DEBUG_KEY, REQUEST_ID_KEY, get_request_id, is_debug, is_sampling_deferred
 
 __all__ = ["Keyed", "Pairs", "PlainInjector"]
 
@@ -60,15 +61,6 @@ Pairs = tuple[tuple[str, str], ...]
 _BAGGAGE_KEY: Final = next(iter(otel_baggage.set_baggage("k", "v", Context())))
 
 _TRACECONTEXT, _B3MULTI, _B3SINGLE, _JAEGER, _OTTRACE = TRACECONTEXT, B3MULTI, B3SINGLE, JAEGER, OTTRACE
-# W3C baggage writes nothing for a context without baggage, the only kind this path renders.
-_CODES: Final[dict[str, int | None]] = {
-    "tracecontext": _TRACECONTEXT,
-    "baggage": None,
-    "b3multi": _B3MULTI,
-    "b3": _B3SINGLE,
-    "jaeger": _JAEGER,
-    "ottrace": _OTTRACE,
-}
 _NO_PARENT: Final = "0" * 16
 # The template's value separator and span id placeholder: control characters, which no value may hold (ids
 # are hex, tracestate and x-request-id are checked printable ASCII); a template is only kept when true.
@@ -117,7 +109,7 @@ class PlainInjector:
     __slots__ = ("_child", "_codes", "_factories", "_last", "_template")
 
     def __init__(self, formats: tuple[str, ...]) -> None:
-        self._codes = tuple(code for name in formats if (code := _CODES[name]) is not None)
+        self._codes = tuple(code for name in formats if (code := CODES[name]) is not None)
         # (span context, parent id, request id, pairs) of the last render; replaced whole, so threads that
         # race on it each see a consistent entry.
         self._last: tuple[SpanContext | None, int | None, str | None, Pairs] = (None, None, None, ())
@@ -158,7 +150,7 @@ class PlainInjector:
 
     def child_keyed(self, context: Context, span: Span, inner: Context | None = None) -> Keyed | None:
         """`pairs` of `context` with `span` current (`inner`, when the caller has that context already), keyed
-        (see _child_render), for a span just started under `context` (its parent)."""
+        (see propagation.render), for a span just started under `context` (its parent)."""
         child = self._child
         if child[0] is context and type(span) is child[1]:
             # The SDK's get_span_context()/parent return these fields as they are (checked for the type).

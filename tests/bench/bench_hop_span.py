@@ -1,13 +1,14 @@
-"""The hop tracer's own instructions per traced hop, phase by phase: start, inject, finish (encoded lane).
+"""The hop tracer's own instructions per traced hop, phase by phase: start, render, finish (encoded lane).
 
 Run: `.venv/bin/python tests/bench/bench_hop_span.py [--incoming none|traceparent] [--hops 1000]` (needs
 valgrind). The tracer is the sidecar's (`proxy.server._tracing`: ProxySampler under meshtrace's HintedSampler,
 100% sampled, OTLP through DroppingBatchSpanProcessor, so the hop spans take the encoded lane) and the hop
-tracer an inbound listener's; each hop is `start` on a wrk-like request head, `inject` into a fresh header list,
-and `finish` with a fixed 200 `Hop`. The export queue is made larger than the run and its batch as large, so the
-export thread never wakes: only the event loop's side is counted. Three callgrind runs per phase set (start;
-start+inject; start+inject+finish) at `--hops` and three times as many, differenced, give each phase's
-instructions per hop (exact to a few dozen instructions; no wall clock involved).
+tracer an inbound listener's; each hop is `start` on a wrk-like request head, `render` (the trace header block
+the exchange splices into the upstream request head), and `finish` with a fixed 200 `Hop`. The export queue is
+made larger than the run and its batch as large, so the export thread never wakes: only the event loop's side is
+counted. Three callgrind runs per phase set (start; start+render; start+render+finish) at `--hops` and three times
+as many, differenced, give each phase's instructions per hop (exact to a few dozen instructions; no wall clock
+involved).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 # Shared with the other benchmarks (this directory is sys.path[0] when the script runs).
 from benchkit import instructions
 
-PHASES = ("start", "inject", "finish")
+PHASES = ("start", "render", "finish")
 INCOMING = {
     "none": {b"host": b"127.0.0.1:8080", b"user-agent": b"wrk"},
     "traceparent": {b"host": b"127.0.0.1:8080", b"user-agent": b"wrk",
@@ -52,7 +53,7 @@ def run(hops: int, phases: int, incoming: str) -> None:
               "default", 200, "-", 0, 24)
     name = "127.0.0.1:8080/*"
     start_ns = time.time_ns()
-    start, inject, finish = hop_tracer.start, hop_tracer.inject, hop_tracer.finish
+    start, render, finish = hop_tracer.start, hop_tracer.render, hop_tracer.finish
     # As `meshtrace proxy` runs: without it, full collections over the start-up heap land in some runs only.
     gc.collect()
     gc.freeze()
@@ -60,7 +61,7 @@ def run(hops: int, phases: int, incoming: str) -> None:
     for _ in range(hops):
         span, context = start(hmap, name, start_ns)
         if phases > 1:
-            inject(span, context, [])
+            render(span, context)
             if phases > 2:
                 finish(span, hop, start_ns + 1000)
     os._exit(0)     # the queued spans are never exported: nothing listens on the endpoint

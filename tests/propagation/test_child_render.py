@@ -7,8 +7,8 @@ import itertools
 import pytest
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
-from meshtrace.propagation._child_render import factory
 from meshtrace.propagation._plain_inject import PlainInjector
+from meshtrace.propagation.render import factory
 
 _FORMAT_SETS = [
     ("tracecontext", "baggage", "b3multi", "b3", "jaeger", "ottrace"),
