@@ -6,6 +6,10 @@ made before instrumentation, subclasses and custom transports are all covered. T
 OpenTelemetry's suppress-HTTP key, so opentelemetry-instrumentation-httpx (which patches the transports
 below) does not make a second span; calls made while instrumentation is suppressed (the exporter) are not
 traced. The span ends when the response head arrives; a streamed body is read after it.
+
+Trace headers are appended to the request's raw header list in one step (integrations/_httpx_headers.py) when
+a probe, run when httpx is instrumented, shows that gives what `Headers.__setitem__` gives; otherwise, and for
+a request already holding any of the names, each header is set the public way.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 
 from meshtrace.integrations._base import Instrumentor, Switch
-from meshtrace.integrations._client import ClientTracer, begin_call, send_wrapper
+from meshtrace.integrations._client import ClientTracer, begin_call, send_wrapper, set_each
+from meshtrace.integrations._httpx_headers import list_write_matches, use_headers_type, write_into_list
 
 __all__ = ["HttpxInstrumentor", "instrument", "instrumentor", "uninstrument"]
 
@@ -56,6 +61,13 @@ class HttpxInstrumentor(Instrumentor):
         self.client = ClientTracer("httpx")
 
     def _apply(self, module: ModuleType) -> None:
+        headers_type = getattr(module, "Headers", None)  # httpx._models', as httpx._client imports it
+        if isinstance(headers_type, type) and list_write_matches(headers_type):
+            use_headers_type(headers_type)
+            self.client.write_headers = write_into_list
+        else:
+            use_headers_type(None)
+            self.client.write_headers = set_each
         self.patch(module.Client, "_send_single_request", send_wrapper(self.client, "httpx.request", _describe))
         self.patch(module.AsyncClient, "_send_single_request", _async_factory(self.client))
 
