@@ -54,9 +54,10 @@ _REQUEST_ID_MAX = 0x80 - _REQUEST_ID_KV
 _NO_STATE = DEFAULT_TRACE_STATE
 # (name and kind fields, tags after the request id, status field, message size without the parent and the request
 # id's bytes, packers by (request id length, parent kind)).
-_Parts = tuple[bytes, bytes, bytes, int, dict[tuple[int, "bool | None"], "_Packer | Literal[False]"]]
+_Parts = tuple[bytes, bytes, bytes, int, dict[int, "_Packer | Literal[False]"]]
 # (struct pack of: the head to the trace id, the ids (and tags between), name and kind, 0x39, start, 0x41, end,
 # tags to the request id's bytes, those bytes, the rest; then the constant head, middle and tail it is given).
+# Packers are keyed by shape: the request id's length << 2 | the parent's kind (0 none, 1 local, 2 remote).
 _Packer = tuple[Callable[..., bytes], bytes, bytes, bytes]
 _UNSET = status_field(StatusCode.UNSET)
 
@@ -144,33 +145,35 @@ class HopWire:
         if parts is None:
             parts = self._remember(self._hops, key, self._parts(span.name, hop))
         context, parent, start = span.context, span.parent, span.start_time
-        request_id = hop.request_id.encode("utf-8")
+        request_id = hop.request_id.encode()    # UTF-8, without naming it (a cheaper call)
         # The usual span: ids without a trace state and both times, in one struct made for this hop's shape (the
         # request id's length and the parent's kind); the fields as `encode_span` writes them.
         if TUPLE_CONTEXT and context[4] is _NO_STATE and start and end_ns:
-            shape = (len(request_id), None if parent is None else parent[2])
+            # The shape as one int (request id length, and 0 for a root, 1 a local parent, 2 a remote one): no
+            # tuple to make and hash.
+            shape = len(request_id) << 2 | (0 if parent is None else 2 if parent[2] else 1)
             packer = parts[4].get(shape)
             if packer is None:
                 packer = self._packer(parts, shape)
             if packer is not False:
                 pack, head, middle, tail = packer
-                # The ids big-endian (to_bytes), the times little-endian (the struct), tags as little-endian ints.
+                # The ids big-endian (to_bytes' default order), the times little-endian (the struct), tags as
+                # little-endian ints.
                 if parent is None:
-                    return pack(head, context[0].to_bytes(16, "big"), 0x0812, context[1].to_bytes(8, "big"),
-                                parts[0], 0x39, start, 0x41, end_ns, middle, request_id, tail)
-                return pack(head, context[0].to_bytes(16, "big"), 0x0812, context[1].to_bytes(8, "big"), 0x0822,
-                            parent[1].to_bytes(8, "big"), parts[0], 0x39, start, 0x41, end_ns, middle, request_id,
-                            tail)
+                    return pack(head, context[0].to_bytes(16), 0x0812, context[1].to_bytes(8), parts[0], 0x39, start,
+                                0x41, end_ns, middle, request_id, tail)
+                return pack(head, context[0].to_bytes(16), 0x0812, context[1].to_bytes(8), 0x0822,
+                            parent[1].to_bytes(8), parts[0], 0x39, start, 0x41, end_ns, middle, request_id, tail)
         name_kind, tail_tags, status = parts[0], parts[1], parts[2]
         tags = self.static + string_field(_REQUEST_ID, hop.request_id) + tail_tags
         return encode_span(context, parent, name_kind, b"", start, end_ns, tags, status)
 
-    def _packer(self, parts: _Parts, shape: tuple[int, bool | None]) -> _Packer | Literal[False]:
-        """The struct packing this hop's span for a request id of `shape[0]` bytes and a parent that is
-        `shape[1]` (None: a root; else whether it is remote), with the constant bytes around its fields; False
-        when such a span takes `encode_span` (a request id or message past a one- or two-byte length)."""
+    def _packer(self, parts: _Parts, shape: int) -> _Packer | Literal[False]:
+        """The struct packing this hop's span for a request id of `shape >> 2` bytes and a parent of kind
+        `shape & 3` (0: a root, 1: local, 2: remote), with the constant bytes around its fields; False when such a
+        span takes `encode_span` (a request id or message past a one- or two-byte length)."""
         name_kind, tail_tags, status, size, packers = parts
-        n, remote = shape
+        n, remote = shape >> 2, (None, False, True)[shape & 3]
         size += n if remote is None else n + 10
         packer: _Packer | Literal[False] = False
         if n < _REQUEST_ID_MAX and 0x80 <= size < 0x4000:
