@@ -22,8 +22,8 @@ rendered trace state) and `request_id`; two makers compile functions from that o
 
 Ids are hex by `int.to_bytes(n).hex()` (the `%032x`/`%016x` of a valid id, and cheaper). Only string literals of
 this module's own making, as `repr()`s, enter the source; values arrive as arguments.
-tests/propagation/test_child_render.py holds both equal to the propagator's plain render, and
-tests/proxy/test_proxy_tracing_record.py the blocks to what a fresh propagator writes.
+tests/propagation/test_child_render.py holds both equal to the propagator's plain render for every kind, and
+tests/proxy/test_trace_block.py the sidecar's blocks to what a fresh propagator writes.
 """
 
 from __future__ import annotations
