@@ -25,7 +25,9 @@ builds the very same `_Span` subclass instance directly when the tracer is confi
   its `on_end` calls after the sampled check); when that processor is the only one, `emit`'s own steps are
   done in place (append, wake the export thread at a whole batch) without its per-span `os.getpid()` system
   call, which only re-initialises the queue in a forked child, as the SDK's at-fork hook already does; a full
-  queue or a shut-down processor still gets `emit` itself.
+  queue or a shut-down processor still gets `emit` itself. meshtrace's DroppingBatchSpanProcessor (what
+  `meshtrace.configure` installs) says what its `on_end` comes to (`light_end_call`): its `enqueue` for a
+  sampled span, nothing for another, so its per-span sampled check is not made either.
 
 `LightSpan.end_with_attribute(key, value)` is `set_attribute` and `end()` in one call and under one lock for the
 usual last write (an HTTP client's response status code), the general calls for anything else.
