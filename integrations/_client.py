@@ -12,7 +12,7 @@ Every step is guarded.
 
 Per call, the usual case costs little: with meshtrace's MeshPropagator as the global one, the headers come
 from `MeshPropagator.child_keyed` (by a function compiled per kind of span context whose per-parent part runs
-once, see propagation._child_render), keyed by name, and are written by the client library's own
+once, see meshtrace.propagation.render), keyed by name, and are written by the client library's own
 `write_headers` (requests: straight into its header store with one update, when a probe at start-up shows
 that gives what its `__setitem__` gives); with OpenTelemetry's default contextvars runtime context, the
 context is read, attached and detached on its ContextVar directly (the same calls, without two wrapper frames

@@ -87,6 +87,7 @@ def send_mirror(policy: MirrorPolicy, method: bytes, target: bytes, authority: b
             out.append((b"content-length", b"%d" % size))
         out.append((b"connection", b"close"))     # alone on its connection: the response ends at EOF at worst
         span: trace.Span | None = None
+        block = b""
         if tracer is not None and parent is not None:
             context = trace.set_span_in_context(parent, parent_context or Context())
             address = split_authority(shadow_authority(authority))
@@ -97,8 +98,14 @@ def send_mirror(policy: MirrorPolicy, method: bytes, target: bytes, authority: b
                             "server.address": host.address, "server.port": host.port,
                             "upstream_cluster": policy.cluster_name, "component": "proxy"})
             out = [pair for pair in out if pair[0] not in tracer.extract_names or pair[0] == b"x-request-id"]
-            tracer.inject(span, parent_context or Context(), out)
-        data = encode_request_head(method, target, out) + b"".join(body)
+            # The trace headers as the rendered block the request-head encoder splices in (as the exchange sends
+            # them); pairs only when this kind of context is not rendered.
+            rendered = tracer.render(span, parent_context or Context())
+            if rendered is not None:
+                block = rendered[0]
+            else:
+                tracer.inject(span, parent_context or Context(), out)
+        data = encode_request_head(method, target, out, block) + b"".join(body)
         task = asyncio.get_running_loop().create_task(_run(host, data, span, policy.record))
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
