@@ -48,7 +48,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
+from meshtrace.exporters.encoded import accepts_encoded
 from meshtrace.sampling import RootRule, is_attribute_blind, known_decision, root_rule, trace_id_for
 
 try:  # private, and only in recent SDKs (older ones have no per-span metrics hook to honour)
@@ -133,7 +133,7 @@ class EncodedLane:
 
     def unchanged(self, tracer: trace.Tracer) -> bool:
         """`current(tracer)` as far as the SDK's API can change a live tracer: its processors and its config
-        (replaced, or turned off in place)."""
+        (replaced, or turned off in place). proxy.tracing.HopTracer.start makes the same check inline."""
         t: Any = tracer
         return (self.processors is self.multi._span_processors and self.config is t._tracer_config
                 and self.tracer is t and self.config.is_enabled is True)
@@ -200,8 +200,9 @@ class EncodedLane:
         return span_context, None, sampled or decision is _RECORD, sampled
 
     def export(self, context: SpanContext, data: bytes) -> None:
-        """Queue one finished, sampled span's `ScopeSpans.spans` field (see meshtrace.exporters.encoded)."""
-        self.enqueue(_new_tuple(EncodedSpan, (self.tracer.resource, self.scope, context, data)))
+        """Queue one finished, sampled span's `ScopeSpans.spans` field (see meshtrace.exporters.encoded): an
+        EncodedSpan's fields as a plain tuple, which the pipeline reads the same."""
+        self.enqueue((self.tracer.resource, self.scope, context, data))
 
 
 #: id(tracer) -> (tracer, its lane or None, what a refusal depended on: `_refusal_key`)

@@ -43,7 +43,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import TraceFlags
 
 from meshtrace import counters
-from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
+from meshtrace.exporters.encoded import EncodedFields, EncodedSpan, accepts_encoded
 
 __all__ = ["DroppingBatchSpanProcessor"]
 
@@ -117,10 +117,10 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
             return self.on_end
         return self.enqueue
 
-    def enqueue(self, span: ReadableSpan | EncodedSpan) -> None:
+    def enqueue(self, span: ReadableSpan | EncodedSpan | EncodedFields) -> None:
         """Queue a finished, sampled span for export, or drop and count it when the queue is full.
 
-        An EncodedSpan only when `accepts_encoded()` said so."""
+        An EncodedSpan (or its fields as a plain tuple) only when `accepts_encoded()` said so."""
         queue: Any = self._queue
         lock = self._enqueue_lock
         # acquire/release rather than `with`: a `with` looks up and binds __enter__ and __exit__ on every span.

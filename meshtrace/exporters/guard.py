@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from meshtrace import counters
-from meshtrace.exporters.encoded import EncodedSpan, accepts_encoded
+from meshtrace.exporters.encoded import EncodedFields, EncodedSpan, accepts_encoded
 
 __all__ = ["GuardedExporter"]
 
@@ -101,7 +101,7 @@ class GuardedExporter(SpanExporter):
     def accepts_encoded(self) -> bool:
         return accepts_encoded(self._current())
 
-    def export(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan | EncodedSpan | EncodedFields]) -> SpanExportResult:
         if not spans:
             return SpanExportResult.SUCCESS
         context = set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)

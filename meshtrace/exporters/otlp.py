@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from meshtrace.exporters.direct_http import DirectHTTPTransport
-from meshtrace.exporters.encoded import EncodedSpan
+from meshtrace.exporters.encoded import EncodedFields, EncodedSpan
 from meshtrace.exporters.otlp_wire import encode_spans
 
 __all__ = ["QUIET_LOGGERS", "FastOTLPSpanExporter", "build_otlp_exporter"]
@@ -69,7 +69,7 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
             return None
         return client, metrics, limit
 
-    def export(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan | EncodedSpan | EncodedFields]) -> SpanExportResult:
         inner: Any = self
         own = self._own_export()
         if own is None:

@@ -17,7 +17,8 @@ is most of the export thread's time, all of it holding the GIL. This module writ
   as OpenTelemetry's encoder does.
 - an `EncodedSpan` (meshtrace.exporters.encoded: a span its maker already encoded, the sidecar's hop span) is
   grouped like an SDK span by its resource and scope, and its bytes are copied as they are; a batch of them alone
-  under one resource and scope (the sidecar's usual batch) is told so and joined in a few C-level passes.
+  under one resource and scope (the sidecar's usual batch) is told so and joined in a few C-level passes. A plain
+  4-tuple of the same fields is taken as an EncodedSpan (see meshtrace.exporters.encoded).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from meshtrace.exporters.encoded import EncodedSpan, kind_field, status_field
+from meshtrace.exporters.encoded import EncodedFields, EncodedSpan, kind_field, status_field
 from meshtrace.exporters.encoded import attribute_key as _key
 from meshtrace.exporters.encoded import varint as _varint
 
@@ -295,7 +296,7 @@ _ATTRIBUTE: dict[Callable[[Any], Any], Callable[[Any], Any]] = {
     _resource_of: attrgetter("resource"), _scope_of: attrgetter("instrumentation_scope")}
 
 
-def _encoded_batch(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes | None:
+def _encoded_batch(spans: Sequence[ReadableSpan | EncodedSpan | EncodedFields]) -> bytes | None:
     """`encode_spans` for a batch of EncodedSpans of one Resource and one scope (the sidecar's every batch) in a
     few C-level passes; None for any other batch."""
     try:
@@ -319,15 +320,18 @@ def _encoded_batch(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes | None:
                      resource_schema])
 
 
-def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
+def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan | EncodedFields]) -> bytes:
     """The serialized `ExportTraceServiceRequest` for `spans` (what `encode_spans(spans).SerializeToString()`
     of opentelemetry-exporter-otlp-proto-common gives), EncodedSpans included as they are."""
-    if spans and spans[0].__class__ is EncodedSpan:
+    # The hop path queues its EncodedSpans as plain 4-tuples (meshtrace.exporters.encoded): tuples either way.
+    if spans and ((first := spans[0].__class__) is tuple or first is EncodedSpan):
         encoded = _encoded_batch(spans)
         if encoded is not None:
             return encoded
+    # A batch `_encoded_batch` does not take: the plain tuples as EncodedSpans, for the grouping's field names.
+    named = [span if isinstance(span, (ReadableSpan, EncodedSpan)) else EncodedSpan._make(span) for span in spans]
     out: list[bytes] = []
-    for resource, resource_spans in _group(spans, _resource_of):
+    for resource, resource_spans in _group(named, _resource_of):
         body = [_resource(resource)]
         for scope, scope_spans in _group(resource_spans, _scope_of):
             encoded_spans = [span.data if isinstance(span, EncodedSpan) else _span(span) for span in scope_spans]

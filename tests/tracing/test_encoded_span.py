@@ -36,6 +36,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from meshtrace.encodedlane import encoded_lane
 from meshtrace.exporters import GuardedExporter
 from meshtrace.exporters.encoded import (
+    EncodedFields,
     EncodedSpan,
     accepts_encoded,
     attribute,
@@ -87,12 +88,20 @@ def encoded(span: ReadableSpan) -> EncodedSpan:
     return EncodedSpan(span.resource, span.instrumentation_scope, context, data)
 
 
+def plain(span: ReadableSpan) -> EncodedFields:
+    """`encoded(span)` as a plain tuple of its fields, as the sidecar's hop path queues it."""
+    resource, scope, context, data = encoded(span)
+    return resource, scope, context, data
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(spans(), st.booleans()), max_size=6))
-def test_encoded_spans_mixed_with_sdk_spans_encode_as_the_sdk_spans_alone(batch: list[tuple[ReadableSpan, bool]],
+@given(st.lists(st.tuples(spans(), st.sampled_from(["sdk", "encoded", "plain"])), max_size=6))
+def test_encoded_spans_mixed_with_sdk_spans_encode_as_the_sdk_spans_alone(batch: list[tuple[ReadableSpan, str]],
                                                                         ) -> None:
+    # "plain": an EncodedSpan's fields as a plain tuple, as the sidecar's hop path queues them.
     sdk = [span for span, _ in batch]
-    mixed = [encoded(span) if pre else span for span, pre in batch]
+    mixed = [span if form == "sdk" else encoded(span) if form == "encoded" else plain(span)
+             for span, form in batch]
     expected = encode_spans(sdk)
     assert ExportTraceServiceRequest.FromString(encode_spans(mixed)) == ExportTraceServiceRequest.FromString(
         expected)
@@ -112,6 +121,9 @@ def test_a_batch_of_encoded_spans_alone_encodes_as_the_sdk_spans(batch: list[Rea
                               start_time=span.start_time, end_time=span.end_time, instrumentation_scope=scope)
                  for span in batch]
     assert encode_spans([encoded(span) for span in batch]) == encode_spans(batch)
+    # The hop path's plain tuples (meshtrace.exporters.encoded), alone or after an EncodedSpan, the same.
+    assert encode_spans([plain(span) for span in batch]) == encode_spans(batch)
+    assert encode_spans([encoded(batch[0]), *(plain(span) for span in batch[1:])]) == encode_spans(batch)
 
 
 def test_attribute_leaves_out_what_the_otlp_encoders_leave_out_and_refuses_other_types() -> None:
