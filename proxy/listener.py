@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from .codec import MAX_HEADER_BYTES
 from .headers import HOP_BY_HOP, TRACE_HEADERS, connection_tokens
 from .hop import Direction, Hop, HopObserver, Workload
+from .metrics import IstioMetrics
 from .peer import PEER_HEADER, encode_peer
 from .pool import PoolSet
 from .router import Router
@@ -53,6 +54,10 @@ class ListenerContext:
     request_drop: frozenset[bytes] = field(init=False)
     response_drop: frozenset[bytes] = field(init=False)
     inbound: bool = field(init=False)
+    # The observers split once: the Istio metrics count straight from the exchange's values (`count_http`), the
+    # others get a Hop; with none of those and no span the exchange makes no Hop at all.
+    counter: IstioMetrics | None = field(init=False)
+    hop_observers: tuple[HopObserver, ...] = field(init=False)
     _drops: dict[tuple[bool, bytes], frozenset[bytes]] = field(init=False, default_factory=dict)
     # Connection value -> response_drop plus its names, for the one or two values upstreams repeat (nginx's
     # `keep-alive`): read inline by the exchange, filled by drop_with.
@@ -62,6 +67,9 @@ class ListenerContext:
         self.peer_header = PEER_HEADER.encode()
         self.peer_value = encode_peer(self.identity).encode("latin-1")
         self.inbound = self.direction == "inbound"
+        self.observers = observers = tuple(self.observers)     # fixed from here on: `counter` is chosen once
+        self.counter = next((o for o in observers if type(o) is IstioMetrics), None)
+        self.hop_observers = tuple(o for o in observers if o is not self.counter)
         # Stripped from every forwarded request: hop-by-hop headers, Expect (the proxy answers 100-continue
         # itself), a peer header nobody may spoof, and, when this proxy traces, the old trace headers.
         drop = HOP_BY_HOP | {b"expect", self.peer_header}
@@ -87,7 +95,9 @@ class ListenerContext:
     def report(self, hop: Hop) -> None:
         """Hand a finished hop to every observer; an observer's bug is logged, never raised into the proxy."""
         self.requests += 1
-        for observer in self.observers:
+        if self.counter is not None:
+            self.counter.on_hop(hop)
+        for observer in self.hop_observers:
             try:
                 observer.on_hop(hop)
             except Exception:

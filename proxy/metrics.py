@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import Final, cast
 
 from .hop import Direction, Hop, Workload
 
@@ -235,42 +235,48 @@ class IstioMetrics:
 
     def on_hop(self, hop: Hop) -> None:
         """Count one finished HTTP hop. TCP hops are ignored here: they are counted through `on_tcp_open`."""
+        if hop.protocol == "tcp":
+            return
+        # Hop has no gRPC field yet; read one if the connection manager ever adds it (a test's subclass does).
+        grpc_status = None if type(hop) is Hop else getattr(hop, "grpc_status", None)
+        self.count_http(hop.direction, hop.source, hop.destination, hop.status, hop.response_flags, hop.duration_ms,
+                        hop.request_bytes, hop.response_bytes, grpc_status)
+
+    # By position, no keywords: the exchange calls this once per request with the values it would put in a Hop
+    # (the sidecar then makes no Hop at all when nothing else reads one).
+    def count_http(self, direction: Direction, src: Workload, dst: Workload, status: int,  # noqa: PLR0917
+                   flags: str, duration_ms: float, request_bytes: int, response_bytes: int,
+                   grpc_status: object = None) -> None:
+        """Count one finished HTTP request: what `on_hop` counts for a Hop with these fields."""
         try:
-            if hop.protocol == "tcp":
-                return
-            # Hop has no gRPC field yet; read one if the connection manager ever adds it (a test's subclass does).
-            grpc_status = None if type(hop) is Hop else getattr(hop, "grpc_status", None)
-            src = hop.source
-            dst = hop.destination
             # Workload is a frozen dataclass whose hash is Python code: look the series up by the identities'
             # object ids first (a sidecar hands over the same few Workload objects again and again), and by
             # value only for objects not seen yet. The entry keeps both objects, so an id cannot be reused.
-            fast_key = (hop.direction, id(src), id(dst), hop.status, hop.response_flags, grpc_status)
+            fast_key = (direction, id(src), id(dst), status, flags, grpc_status)
             entry = self._by_identity.get(fast_key)
             if entry is not None and entry[0] is src and entry[1] is dst:
                 series = entry[2]
             else:
-                key = (hop.direction, src, dst, hop.status, hop.response_flags, grpc_status)
+                key = (direction, src, dst, status, flags, grpc_status)
                 known = self._http.get(key)
-                series = known if known is not None else self._new_http_series(key, hop, grpc_status)
+                series = known if known is not None else self._new_http_series(key, grpc_status)
                 if key in self._http:           # a series folded into `unknown` is not remembered (overflow count)
                     if len(self._by_identity) >= _MAX_IDENTITY_KEYS:
                         self._by_identity.clear()   # new Workload objects per request must not grow this forever
                     self._by_identity[fast_key] = (src, dst, series)
             series.requests += 1
-            value = hop.duration_ms
-            series.duration[bisect_left(self._duration_bounds, value)] += 1
-            series.duration_sum += value
+            series.duration[bisect_left(self._duration_bounds, duration_ms)] += 1
+            series.duration_sum += duration_ms
             # Body sizes repeat (0 for every GET, the same few response sizes): the buckets of a pair of sizes are
             # remembered, one look-up for both.
-            sizes = (hop.request_bytes, hop.response_bytes)
+            sizes = (request_bytes, response_bytes)
             slots = self._byte_slots.get(sizes)
             if slots is None:
                 slots = self._byte_slot_pair(sizes)
             series.request_bytes[slots[0]] += 1
-            series.request_bytes_sum += sizes[0]
+            series.request_bytes_sum += request_bytes
             series.response_bytes[slots[1]] += 1
-            series.response_bytes_sum += sizes[1]
+            series.response_bytes_sum += response_bytes
         except Exception:
             self._errors += 1  # telemetry never breaks a request
 
@@ -281,24 +287,27 @@ class IstioMetrics:
             self._byte_slots[sizes] = slots
         return slots
 
-    def _new_http_series(self, key: tuple[object, ...], hop: Hop, grpc_status: object) -> _HttpSeries:
-        src, dst = hop.source, hop.destination
+    def _new_http_series(self, key: tuple[object, ...], grpc_status: object) -> _HttpSeries:
+        """The series of `key` (direction, source, destination, status, flags, gRPC status), made now."""
+        direction = cast(Direction, key[0])
+        src, dst = cast(Workload, key[1]), cast(Workload, key[2])
+        status, flags = cast(int, key[3]), cast(str, key[4])
         if len(self._http) + len(self._tcp) >= self._max_series:
             self._overflow += 1
             src = dst = _NOBODY
-            key = (hop.direction, src, dst, *key[3:])
+            key = (direction, src, dst, *key[3:])
             existing = self._http.get(key)
             if existing is not None:
                 return existing
-        values = _identity_values(hop.direction, src, dst)
+        values = _identity_values(direction, src, dst)
         values += [
             "http" if grpc_status is None else "grpc",
-            str(hop.status),
+            str(status),
             "" if grpc_status is None else str(grpc_status),
-            hop.response_flags,
-            "none" if hop.direction == "inbound" else _UNKNOWN,
+            flags,
+            "none" if direction == "inbound" else _UNKNOWN,
         ]
-        series = _HttpSeries(_join_labels(HTTP_LABELS, values), hop.status, hop.response_flags,
+        series = _HttpSeries(_join_labels(HTTP_LABELS, values), status, flags,
                              len(self._duration_bounds) + 1, len(self._bytes_bounds) + 1)
         self._http[key] = series
         return series
