@@ -170,7 +170,12 @@ class DownstreamConnection(asyncio.Protocol):
         reading = self.reading
         if reading is not None:
             self.reading = None
-            reading.on_request_end()
+            if reading.upstream is None and reading.mirror_out is None:
+                # Exchange.on_request_end's whole work for a request that ends within the read that brought its
+                # head (its start comes after the read): nothing to send anywhere yet (one call fewer).
+                reading.request_done = True
+            else:
+                reading.on_request_end()
 
     # -- called by exchanges -----------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

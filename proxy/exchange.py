@@ -175,20 +175,23 @@ class Exchange:
         decision = ctx.router.route(head, self.conn.peer)
         self.decision = decision
         self.authority = decision.authority if decision is not None else hmap.get(b"host", b"")
-        request_id = hmap.get(b"x-request-id")
-        added_id = not request_id
+        # `in` before a look-up, here and below: a header most requests lack then costs no method call.
+        added_id = b"x-request-id" not in hmap or not hmap[b"x-request-id"]
         if added_id:
             # new_request_id_pair() inline while its batch lasts.
             self.request_id, self.request_id_text = ids_left.pop() if ids_left else new_request_id_pair()
         else:
-            self.request_id = request_id or b""
+            self.request_id = hmap[b"x-request-id"]
         tracer = ctx.tracer
         if tracer is not None:
             name = _span_name(self.authority, decision.route if decision is not None else None)
             self._span, self._trace_context = tracer.start(hmap, name, self.start_ns)
         if ctx.inbound:
-            announced = hmap.get(ctx.peer_header)
-            self.source = decode_peer(announced) if announced else _NOBODY
+            if ctx.peer_header in hmap:
+                announced = hmap[ctx.peer_header]
+                self.source = decode_peer(announced) if announced else _NOBODY
+            else:
+                self.source = _NOBODY
         if decision is None:
             self.local_reply(404, flags.NR, "route not found")
             return
@@ -214,8 +217,7 @@ class Exchange:
                     self.kept_size = self.pending_size
                 self.mirror_out = []
 
-        connection = hmap.get(b"connection")
-        drop = ctx.request_drop if connection is None else ctx.drop_with(False, connection)
+        drop = ctx.request_drop if b"connection" not in hmap else ctx.drop_with(False, hmap[b"connection"])
         rewrite_host = decision.rewrite_host
         if rewrite_host:
             drop = drop | {b"host"}
