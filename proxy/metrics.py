@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from .hop import Direction, Hop, Workload
 
@@ -227,6 +227,10 @@ class IstioMetrics:
         self._by_identity: dict[tuple[object, ...], tuple[Workload, Workload, _HttpSeries]] = {}
         self._byte_slots: dict[tuple[int, int], tuple[int, int]] = {}  # (request, response) size -> their buckets
         self._tcp: dict[tuple[object, ...], _TcpSeries] = {}
+        # (direction, source, destination, status, flags, grpc, series) of the last request counted; the
+        # placeholder's fresh object never matches a source.
+        self._last: tuple[Any, ...] = ("", object(), None, -1, "", None, None)
+        self._last_hits = 0     # requests counted through `_last` (a test proves the shortcut is taken)
         self._max_series = max_series
         self._overflow = 0
         self._errors = 0
@@ -249,21 +253,14 @@ class IstioMetrics:
                    grpc_status: object = None) -> None:
         """Count one finished HTTP request: what `on_hop` counts for a Hop with these fields."""
         try:
-            # Workload is a frozen dataclass whose hash is Python code: look the series up by the identities'
-            # object ids first (a sidecar hands over the same few Workload objects again and again), and by
-            # value only for objects not seen yet. The entry keeps both objects, so an id cannot be reused.
-            fast_key = (direction, id(src), id(dst), status, flags, grpc_status)
-            entry = self._by_identity.get(fast_key)
-            if entry is not None and entry[0] is src and entry[1] is dst:
-                series = entry[2]
+            last = self._last
+            if (last[1] is src and last[2] is dst and last[3] == status and last[4] == flags
+                    and last[0] == direction and last[5] == grpc_status):
+                # The previous request's series again (a run of 200s from the same caller): no key to build.
+                series = last[6]
+                self._last_hits += 1
             else:
-                key = (direction, src, dst, status, flags, grpc_status)
-                known = self._http.get(key)
-                series = known if known is not None else self._new_http_series(key, grpc_status)
-                if key in self._http:           # a series folded into `unknown` is not remembered (overflow count)
-                    if len(self._by_identity) >= _MAX_IDENTITY_KEYS:
-                        self._by_identity.clear()   # new Workload objects per request must not grow this forever
-                    self._by_identity[fast_key] = (src, dst, series)
+                series = self._series(direction, src, dst, status, flags, grpc_status)
             series.requests += 1
             series.duration[bisect_left(self._duration_bounds, duration_ms)] += 1
             series.duration_sum += duration_ms
@@ -279,6 +276,28 @@ class IstioMetrics:
             series.response_bytes_sum += response_bytes
         except Exception:
             self._errors += 1  # telemetry never breaks a request
+
+    def _series(self, direction: Direction, src: Workload, dst: Workload, status: int, flags: str,  # noqa: PLR0917
+                grpc_status: object) -> _HttpSeries:
+        # Workload is a frozen dataclass whose hash is Python code: look the series up by the identities'
+        # object ids first (a sidecar hands over the same few Workload objects again and again), and by
+        # value only for objects not seen yet. The entry keeps both objects, so an id cannot be reused.
+        fast_key = (direction, id(src), id(dst), status, flags, grpc_status)
+        entry = self._by_identity.get(fast_key)
+        if entry is not None and entry[0] is src and entry[1] is dst:
+            series = entry[2]
+        else:
+            key = (direction, src, dst, status, flags, grpc_status)
+            known = self._http.get(key)
+            series = known if known is not None else self._new_http_series(key, grpc_status)
+            if key not in self._http:           # a series folded into `unknown` is not remembered (overflow count)
+                return series
+            if len(self._by_identity) >= _MAX_IDENTITY_KEYS:
+                self._by_identity.clear()   # new Workload objects per request must not grow this forever
+            self._by_identity[fast_key] = (src, dst, series)
+        # Kept with the objects themselves (so their ids cannot be reused while this holds them).
+        self._last = (direction, src, dst, status, flags, grpc_status, series)
+        return series
 
     def _byte_slot_pair(self, sizes: tuple[int, int]) -> tuple[int, int]:
         bounds = self._bytes_bounds

@@ -281,6 +281,25 @@ def test_equal_identities_in_distinct_objects_share_one_series() -> None:
     assert metrics.stats()["metrics_series"] == 3
 
 
+def test_a_run_of_one_series_and_its_changes_are_counted_exactly() -> None:
+    # A request like the previous one (same identity objects, status, flags, direction) is counted through the
+    # remembered series without a key: any field that differs must still reach its own series.
+    metrics = IstioMetrics()
+    for h in [hop(), hop(), hop(status=404), hop(), hop(flags="UF", status=503), hop(flags="UF", status=503),
+              hop("outbound"), hop("outbound"), hop(), hop(destination=PRODUCTPAGE), hop(source=REVIEWS)]:
+        metrics.on_hop(h)
+    text = metrics.render()
+    assert value(text, "istio_requests_total", reporter="destination", response_code="200",
+                 destination_workload="reviews-v2", source_workload="productpage-v1") == 4
+    assert value(text, "istio_requests_total", response_code="404") == 1
+    assert value(text, "istio_requests_total", response_code="503", response_flags="UF") == 2
+    assert value(text, "istio_requests_total", reporter="source") == 2
+    assert value(text, "istio_requests_total", destination_workload="productpage-v1") == 1
+    assert value(text, "istio_requests_total", source_workload="reviews-v2") == 1
+    assert metrics.stats()["metrics_series"] == 6
+    assert metrics._last_hits == 3        # hop() twice in a row, then the 503 and the outbound repeats
+
+
 def test_observer_never_raises() -> None:
     metrics = IstioMetrics()
     broken = hop()
