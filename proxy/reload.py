@@ -1,9 +1,12 @@
 """Hot reload of the Istio rules: poll the files' mtimes; a valid change swaps the router for new requests.
 
-Theory of operation. `check()` compares a snapshot (name, mtime_ns, size of every rules file) with the last
-one. On a change it builds a new router; exchanges already started keep the decision they made, new ones use
-the new router. A build that raises ConfigError is logged and remembered in `last_error` (shown by
-/config_dump); the old router keeps serving, and the same broken snapshot is not re-read until it changes.
+Theory of operation. `check()` compares a snapshot (name, mtime_ns, size of every rules file) with the last one. A
+change is read only once it holds still: the snapshot must be the same at two checks in a row. A file is rewritten
+by truncating it and then writing it, so a check can land on the empty (or half-written) file, and an empty rules
+file is valid: it would drop every route until the next check. Then it builds a new router; exchanges already
+started keep the decision they made, new ones use the new router. A build that raises ConfigError is logged and
+remembered in `last_error` (shown by /config_dump); the old router keeps serving, and the same broken snapshot is
+not re-read until it changes.
 """
 
 from __future__ import annotations
@@ -47,15 +50,21 @@ class RulesReloader(Generic[R]):
         self.apply = apply
         self.interval = interval
         self.last = snapshot(path)
+        self._moving: Snapshot | None = None      # a changed snapshot seen once, not yet read
         self.last_error: str | None = None
         self.reloads = 0
         self._handle: asyncio.TimerHandle | None = None
 
     def check(self) -> bool:
-        """True when a changed, valid rule set was applied."""
+        """True when a changed, valid rule set was applied (a change is read at the second check that sees it)."""
         current = snapshot(self.path)
         if current == self.last:
+            self._moving = None
             return False
+        if current != self._moving:     # changed since the last check: maybe mid-write, look again next time
+            self._moving = current
+            return False
+        self._moving = None
         self.last = current
         try:
             router = self.build()

@@ -45,17 +45,35 @@ def test_reloader_applies_valid_changes_and_keeps_the_old_on_errors(tmp_path: Pa
     reloader = RulesReloader(path, build, applied.append)
     assert not reloader.check()                           # nothing changed
     touch_later(path, "b")
+    assert not reloader.check()                           # a change is read once it holds still
     assert reloader.check()
     assert applied == ["b"]
     touch_later(path, "bad")
+    assert not reloader.check()
     assert not reloader.check()
     assert applied == ["b"]
     assert reloader.last_error == f"{path}, line 1, field 'spec': broken"
     assert not reloader.check()                           # the same broken file is not re-read
     touch_later(path, "c")
+    assert not reloader.check()
     assert reloader.check()
     assert applied == ["b", "c"]
     assert reloader.last_error is None
+
+
+def test_a_rules_file_caught_mid_write_is_not_applied(tmp_path: Path) -> None:
+    # A rewrite truncates, then writes: a check landing in between sees an empty file, which is a valid (empty)
+    # rule set. It must not replace the rules in force, even for one poll interval.
+    path = tmp_path / "r.yaml"
+    path.write_text("routes")
+    applied: list[str] = []
+    reloader = RulesReloader(path, path.read_text, applied.append)
+    path.write_text("")                                   # the truncation, seen by one check
+    assert not reloader.check()
+    touch_later(path, "new routes")                       # the write completes before the next check
+    assert not reloader.check()
+    assert reloader.check()
+    assert applied == ["new routes"]
 
 
 def test_reload_under_load_without_failed_requests(tmp_path: Path) -> None:
