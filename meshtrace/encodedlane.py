@@ -133,7 +133,7 @@ class EncodedLane:
 
     def unchanged(self, tracer: trace.Tracer) -> bool:
         """`current(tracer)` as far as the SDK's API can change a live tracer: its processors and its config
-        (replaced, or turned off in place). proxy.tracing.HopTracer.start makes the same check inline."""
+        (replaced, or turned off in place)."""
         t: Any = tracer
         return (self.processors is self.multi._span_processors and self.config is t._tracer_config
                 and self.tracer is t and self.config.is_enabled is True)

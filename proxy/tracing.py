@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
@@ -46,7 +45,7 @@ from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start
 
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
-from .hop_wire import HopSpan, HopWire, hop_error, protocol_version
+from .hop_wire import HopSpan, HopWire, hop_error, hop_span, protocol_version
 
 __all__ = ["FORCE_TRACE_HEADERS", "HopTracer", "ProxySampler", "span_name"]
 
@@ -59,7 +58,6 @@ _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
 _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _FORCE = create_key("meshtrace-proxy-force-trace")
 _EMPTY = Context()      # immutable: the one context of every request without trace headers
-_new_object = object.__new__
 _UINT64 = (1 << 64) - 1
 
 
@@ -173,28 +171,16 @@ class HopTracer:
             headers = self._learn(layout)
         context = self._extract(hmap, *headers) if headers[0] or headers[1] else _EMPTY
         lane = self._lane
-        tracer: Any = self.tracer
-        # Per span, only what the SDK's API changes on a live tracer (encoded_lane checked the rest):
-        # EncodedLane.unchanged, inline (a method call costs about a third of the check).
-        if (lane is None or lane.processors is not lane.multi._span_processors or lane.tracer is not tracer
-                or (config := lane.config) is not tracer._tracer_config or config.is_enabled is not True):
-            lane = self._lane = encoded_lane(tracer)
+        # Per span, only what the SDK's API changes on a live tracer (encoded_lane checked the rest).
+        if lane is None or not lane.unchanged(self.tracer):
+            lane = self._lane = encoded_lane(self.tracer)
         if lane is not None:
             started = lane.start(context)
             if started is not None:
                 span_context, parent, recording, sampled = started
                 if not recording:
                     return NonRecordingSpan(span_context), context
-                # HopSpan.__init__'s work without its call (about 0.8k instructions per hop): slot by slot.
-                span = _new_object(HopSpan)
-                span._context = span.context = span_context
-                span.parent = parent
-                span.name = name
-                span.start_time = start_ns
-                span.sampled = sampled
-                span.lane = lane
-                span.ended = False
-                return span, context
+                return hop_span(span_context, parent, name, start_ns, sampled, lane), context
         return start_span(self.tracer, name, context, self.kind, start_time=start_ns), context
 
     def _learn(self, layout: tuple[bytes, ...]) -> tuple[frozenset[bytes], tuple[bytes, ...]]:
