@@ -33,7 +33,7 @@ from .hop import Hop, Workload
 from .mirror import send_mirror
 from .peer import decode_peer
 from .pool import ConnectionPool
-from .request_id import ids_left, new_request_id_pair
+from .request_id import new_request_id_pair
 from .retry import RetryPolicy
 from .router import Route, RouteDecision, split_authority
 from .upstream import UpstreamConnection
@@ -178,8 +178,7 @@ class Exchange:
         # `in` before a look-up, here and below: a header most requests lack then costs no method call.
         added_id = b"x-request-id" not in hmap or not hmap[b"x-request-id"]
         if added_id:
-            # new_request_id_pair() inline while its batch lasts.
-            self.request_id, self.request_id_text = ids_left.pop() if ids_left else new_request_id_pair()
+            self.request_id, self.request_id_text = new_request_id_pair()
         else:
             self.request_id = hmap[b"x-request-id"]
         tracer = ctx.tracer
@@ -264,9 +263,7 @@ class Exchange:
             self._attempt_head = (out, trace_at)
         limits = route.limits
         if limits is None:
-            pools = ctx.pools
-            # PoolSet.get's look-up inline; it makes the pool the first time.
-            self.pool = pools.pools.get((route.host, route.port)) or pools.get(route.host, route.port)
+            self.pool = ctx.pools.get(route.host, route.port)
         else:
             self.limits = limits
             self.pool = ctx.pools.get_limited(route.host, route.port, limits)
@@ -302,14 +299,10 @@ class Exchange:
         self.upstream_ns = time.perf_counter_ns()
         if self._attempt_head is not None:
             self._start_attempt()
-        # pool.acquire_idle() inline: the most recently used live connection, if any.
-        idle = self.pool.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                conn.reused = True
-                self._attach(conn)
-                return
+        conn = self.pool.acquire_idle()
+        if conn is not None:
+            self._attach(conn)
+            return
         limits = self.limits
         if limits is None or limits.connections.try_acquire():
             self.ctx.loop.create_task(self._connect(self.pool))
@@ -377,13 +370,7 @@ class Exchange:
             if endpoint is not None:            # in flight on its host until it finishes (LEAST_REQUEST)
                 endpoint.active += 1
                 self.counted = endpoint
-        # up.attach(self, head_request) inline: the parser now calls this exchange's response callbacks.
-        up.user = self
-        up.requests += 1
-        codec = up.codec
-        codec.sink = self
-        codec.head_request = self.head.method == b"HEAD"
-        up.got_response_bytes = False
+        up.attach(self, self.head.method == b"HEAD")
         conn = self.conn
         if conn.write_paused:
             up.pause_reading()
@@ -687,14 +674,8 @@ class Exchange:
         pool = self.pool
         if up is not None and pool is not None:
             if self.request_sent and self.up_keep_alive:
-                # up.detach() and pool.release(up) inline for a pool without circuit breakers (two calls fewer).
-                up.user = None
-                up.codec.sink = up
-                if pool.limits is None and not up.closed and len(pool.idle) < pool.max_idle:
-                    up.idle_since = pool.loop.time()
-                    pool.idle.append(up)
-                else:
-                    pool.release(up)
+                up.detach()
+                pool.release(up)
             else:
                 up.close()
         self.finish()
@@ -917,12 +898,8 @@ class Exchange:
             tracer.finish(span, hop, end_ns)
         else:
             hop.trace_id = hop.span_id = ""
-        # The rest of ctx.report(hop) inline (one call fewer per request): an observer's bug is logged, never raised.
-        for observer in observers:
-            try:
-                observer.on_hop(hop)
-            except Exception:
-                logger.exception("hop observer %r failed", observer)
+        if observers:
+            ctx.observe(hop)
 
 
 _new_hop = object.__new__

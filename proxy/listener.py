@@ -97,6 +97,11 @@ class ListenerContext:
         self.requests += 1
         if self.counter is not None:
             self.counter.on_hop(hop)
+        self.observe(hop)
+
+    def observe(self, hop: Hop) -> None:
+        """Hand a finished hop to the observers other than the metrics (`report`'s second half: an exchange counts
+        its metrics without a Hop)."""
         for observer in self.hop_observers:
             try:
                 observer.on_hop(hop)

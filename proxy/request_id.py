@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from binascii import hexlify
 
-__all__ = ["ids_left", "new_request_id", "new_request_id_pair"]
+__all__ = ["new_request_id", "new_request_id_pair"]
 
 _BATCH = 256
 _VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))     # translation tables: byte 6 and byte 8 of a UUID
@@ -23,22 +23,21 @@ _RFC_4122 = bytes(b & 0x3F | 0x80 for b in range(256))
 # Where hex digit j of an id goes in its 36 characters: 8-4-4-4-12, a dash after digits 8, 12, 16 and 20.
 _LAYOUT = tuple((digit, digit + (digit >= 8) + (digit >= 12) + (digit >= 16) + (digit >= 20)) for digit in range(32))
 
-# The batch's ids not handed out yet; the exchange pops one inline while any is left (a call fewer per request).
-ids_left: list[tuple[bytes, str]] = []
+_ids: list[tuple[bytes, str]] = []
 
 
 def new_request_id() -> bytes:
     """A fresh random UUID as 36 ASCII bytes, e.g. b"0f2b4f6e-8e8b-4a4b-9b0a-1c2d3e4f5a6b"."""
-    if not ids_left:
-        ids_left.extend(_draw(_BATCH))
-    return ids_left.pop()[0]
+    if not _ids:
+        _ids.extend(_draw(_BATCH))
+    return _ids.pop()[0]
 
 
 def new_request_id_pair() -> tuple[bytes, str]:
     """A fresh id as `new_request_id` makes it, and the same id as text."""
-    if not ids_left:
-        ids_left.extend(_draw(_BATCH))
-    return ids_left.pop()
+    if not _ids:
+        _ids.extend(_draw(_BATCH))
+    return _ids.pop()
 
 
 def _draw(count: int) -> list[tuple[bytes, str]]:
@@ -55,7 +54,7 @@ def _draw(count: int) -> list[tuple[bytes, str]]:
 
 
 def _forget_batch() -> None:
-    ids_left.clear()
+    _ids.clear()
 
 
 if hasattr(os, "register_at_fork"):
