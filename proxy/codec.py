@@ -14,17 +14,16 @@ only sign of a repeated name, so repeated Hosts and Connection values are looked
 (header count; bytes of target, names and values plus 4 per header) need no counting for a head that arrived in one
 read too small to exceed them; a bigger read, or a head spread over reads, is counted exactly, and a head still
 incomplete at the end of a read is counted there too, so one that never ends cannot grow past the limits by more
-than a read. Trailers are appended to a `deque(maxlen=0)`, which forgets them. The request's HTTP version is read
+than a read. Trailers are dropped in `on_header` (the head is complete by then). The request's HTTP version is read
 from the bytes of the read when the head started that read (httptools' version getter formats a string each time);
 any other head asks httptools.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from http import HTTPStatus
 from itertools import chain
-from typing import Protocol, cast
+from typing import Protocol
 
 import httptools
 
@@ -51,10 +50,6 @@ _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}      # httptools' version strings, as
 _STATUS_LINES: dict[int, bytes] = {}
 # The end of a request line after its target, as the bytes of the read it came in show it.
 _LINE_ENDS = {b" HTTP/1.1\r\n": b"1.1", b" HTTP/1.0\r\n": b"1.0"}
-# Where trailers go: appended and forgotten (`Trailer` is hop-by-hop, and the proxy re-frames bodies itself). Typed
-# as the list it stands in for: `append` is all a codec calls on it, and a deque's forgets when maxlen is 0.
-_DISCARD = cast(Headers, deque(maxlen=0))
-_new_head = object.__new__
 
 
 def _head_size(headers: Headers) -> int:
@@ -79,10 +74,9 @@ class RequestHead:
         self.keep_alive = keep_alive
         self.upgrade = upgrade
         self.chunked = b"transfer-encoding" in hmap
-        cl = hmap.get(b"content-length")
-        self.content_length = int(cl) if cl is not None else None
-        expect = hmap.get(b"expect")
-        self.expect_continue = expect is not None and expect.lower() == b"100-continue"
+        # `in` before a look-up: most requests carry neither header.
+        self.content_length = int(hmap[b"content-length"]) if b"content-length" in hmap else None
+        self.expect_continue = b"expect" in hmap and hmap[b"expect"].lower() == b"100-continue"
 
     @property
     def has_body(self) -> bool:
@@ -188,11 +182,13 @@ class RequestCodec:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        # Not started: a trailer, after the head was complete. Forgotten: `Trailer` is hop-by-hop, and the proxy
+        # re-frames bodies itself; kept, a client could grow it without bound.
+        if self.started:
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         headers = self._headers
-        self._headers = _DISCARD
         # A head that arrived within one read of `_window` bytes counts at most that many plus one per header
         # (`name:value` with no space takes 3 bytes besides name and value, the limit counts 4).
         count = len(headers)
@@ -223,20 +219,9 @@ class RequestCodec:
                                     or (url == b"*" and method == b"OPTIONS") or method == b"CONNECT"):
             raise ProtocolError(400, "invalid request target")
         self.started = False
-        # RequestHead.__init__'s work, without its call (about 1.5k instructions per request): filled slot by slot.
-        head = _new_head(RequestHead)
-        head.method = method
-        head.target = url
-        head.version = version
-        head.headers = headers
-        head.hmap = hmap
-        head.keep_alive = parser.should_keep_alive()
         # llhttp marks an upgrade only for CONNECT or with an Upgrade header: ask it only then.
-        head.upgrade = (b"upgrade" in hmap or method == b"CONNECT") and parser.should_upgrade()
-        head.chunked = b"transfer-encoding" in hmap
-        # `in` before a look-up: most requests carry neither header, and `in` costs no method call.
-        head.content_length = int(hmap[b"content-length"]) if b"content-length" in hmap else None
-        head.expect_continue = b"expect" in hmap and hmap[b"expect"].lower() == b"100-continue"
+        upgrade = (b"upgrade" in hmap or method == b"CONNECT") and parser.should_upgrade()
+        head = RequestHead(method, url, version, headers, hmap, parser.should_keep_alive(), upgrade)
         self.sink.on_request_head(head)
 
     def on_body(self, body: bytes) -> None:
@@ -300,7 +285,8 @@ class ResponseCodec:
     # Python call per response. The head's list is made afresh where a message ends instead.
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        if not self._in_body:           # in the body: a trailer, forgotten (see RequestCodec.on_header)
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -318,7 +304,7 @@ class ResponseCodec:
             self._interim = True
             if status != 101:
                 return
-        self._headers = _DISCARD
+        self._headers = []              # empty while the body lasts: `feed` reads a non-empty list as a head begun
         self._in_body = True
         hmap = dict(headers)
         if len(hmap) == len(headers):
@@ -337,15 +323,7 @@ class ResponseCodec:
                     connection = value if connection is None else connection + b"," + value
         no_body = self.head_request or status in (204, 304) or status == 101
         self.close_delimited = not (no_body or chunked or length is not None)
-        # ResponseHead.__init__'s work, without its call: filled slot by slot.
-        head = _new_head(ResponseHead)
-        head.status = status
-        head.headers = headers
-        head.keep_alive = parser.should_keep_alive()
-        head.chunked = chunked
-        head.content_length = length
-        head.connection = connection
-        head.hmap = hmap
+        head = ResponseHead(status, headers, parser.should_keep_alive(), chunked, length, connection, hmap)
         self.sink.on_response_head(head)
         if self.head_request:
             self._headers = []

@@ -55,6 +55,7 @@ class Hop:
     source: Workload = field(default_factory=Workload)
     destination: Workload = field(default_factory=Workload)
     attempts: int = 0                 # upstream attempts made (retries + 1), 0 when answered locally
+    grpc_status: int | None = None    # a gRPC status, for a connection manager that reads one (none does yet)
 
 
 class HopObserver(Protocol):

@@ -7,6 +7,7 @@ import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from .codec import MAX_HEADER_BYTES
 from .headers import HOP_BY_HOP, TRACE_HEADERS, connection_tokens
@@ -125,7 +126,8 @@ class Listener:
         context = self.context
         self.server = await context.loop.create_server(
             lambda: DownstreamConnection(context), self.host, self.port, reuse_address=True, backlog=1024)
-        sock: socket.socket = self.server.sockets[0]
+        # Through Any: typeshed says a tuple, uvloop returns a list, and compiled code would check the type.
+        sock: socket.socket = cast(Any, self.server).sockets[0]
         self.port = sock.getsockname()[1]       # port 0 in tests: the one the OS chose
         if context.limits.stream_idle_timeout > 0:
             self._sweeper = context.loop.call_later(self._sweep_period, self._sweep)

@@ -241,10 +241,8 @@ class IstioMetrics:
         """Count one finished HTTP hop. TCP hops are ignored here: they are counted through `on_tcp_open`."""
         if hop.protocol == "tcp":
             return
-        # Hop has no gRPC field yet; read one if the connection manager ever adds it (a test's subclass does).
-        grpc_status = None if type(hop) is Hop else getattr(hop, "grpc_status", None)
         self.count_http(hop.direction, hop.source, hop.destination, hop.status, hop.response_flags, hop.duration_ms,
-                        hop.request_bytes, hop.response_bytes, grpc_status)
+                        hop.request_bytes, hop.response_bytes, hop.grpc_status)
 
     # By position, no keywords: the exchange calls this once per request with the values it would put in a Hop
     # (the sidecar then makes no Hop at all when nothing else reads one).

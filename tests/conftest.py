@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Jaeger for the e2e tests (a failure in CI when missing, a skip locally)."""
+"""Shared fixtures: a real Jaeger for the e2e tests (a failure in CI when missing, a skip locally); a guard against
+running compiled modules older than their source."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from meshtrace import compiled
+
 import jaeger_process as jaeger_mod
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # A compiled module shadows its edited source until the next install: tests would run the old code.
+    if stale := compiled.stale():
+        pytest.exit(f"compiled modules older than their source: {', '.join(stale)}; "
+                    "run `make check` (or `pip install -e .`) to recompile", returncode=2)
 
 
 @pytest.fixture(scope="session")
