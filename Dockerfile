@@ -9,8 +9,11 @@
 # Not built on the project's machines (they have no container engine); see docs/deployment.md.
 
 FROM python:3.11-slim AS build
+# A C compiler for the build only: setup.py compiles the sidecar's request path with mypyc. The final stage gets
+# the compiled wheel and no compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY meshtrace meshtrace
 COPY integrations integrations
 COPY proxy proxy

@@ -44,3 +44,4 @@ bench: $(VENV)/.installed bench-deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	find meshtrace integrations proxy -name "*.so" -delete

@@ -22,6 +22,8 @@ from typing import IO, Any
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 
+from meshtrace import compiled
+
 from .config import SidecarConfig
 from .hop import HopObserver, Workload
 from .listener import Limits, Listener, ListenerContext
@@ -292,6 +294,10 @@ async def _serve(config: SidecarConfig) -> int:
     ports = ", ".join(f"{lst.context.direction} {lst.host}:{lst.port}" for lst in sidecar.listeners)
     admin = f", admin {config.admin}" if config.admin is not None else ""
     print(f"meshtrace proxy: serving {ports}{admin}", file=sys.stderr, flush=True)
+    if slow := compiled.interpreted():
+        print(f"meshtrace proxy: {len(slow)} of {len(compiled.MODULES)} request-path modules run interpreted "
+              "(an install made with MESHTRACE_PURE_PYTHON=1): each request costs about 1.5 times the CPU",
+              file=sys.stderr, flush=True)
     await stop.wait()
     print("meshtrace proxy: draining", file=sys.stderr, flush=True)
     clean = await sidecar.drain()

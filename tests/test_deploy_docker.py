@@ -155,12 +155,15 @@ def test_exposes_the_sidecar_ports(instructions: list[Instruction]) -> None:
 def test_installs_meshtrace_proxy_from_the_source_tree(instructions: list[Instruction]) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     folders = set(project["tool"]["setuptools"]["package-dir"].values())
-    needed = folders | {"pyproject.toml", project["project"]["readme"]}
+    needed = folders | {"pyproject.toml", "setup.py", project["project"]["readme"]}
     copied = {word for i in instructions if i.keyword == "COPY" and i.stage == 0 for word in i.args.split()[:-1]}
     assert needed <= copied, f"not copied into the build stage: {needed - copied}"
     runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
     assert "'.[proxy]'" in runs
     assert "'meshtrace[proxy]'" in runs
+    # setup.py compiles with mypyc: the build stage needs a C compiler (python:3.11-slim has none).
+    build_runs = " ".join(i.args for i in instructions if i.keyword == "RUN" and i.stage == 0)
+    assert "gcc" in build_runs
     ignore_file = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     ignored = {line.strip() for line in ignore_file if line.strip() and not line.startswith("#")}
     assert not needed & ignored
