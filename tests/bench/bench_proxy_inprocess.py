@@ -12,6 +12,8 @@ work (batching, encoding, the POSTs) is counted with the event loop's.
 `--callgrind` runs the same under `valgrind --tool=callgrind` (500 and 2500 requests) and prints the difference per
 request in instructions: deterministic to a few percent on a busy machine where wall-clock numbers are not (the
 helper process is not counted).
+`--access-log` adds the access log (Envoy format, written to /dev/null by its own thread, which is counted), as
+`meshtrace proxy` runs by default; without it the sidecar runs with the access log off.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def peer() -> int:
 
 
 # -- the sidecar process -----------------------------------------------------------------------------------------------
-async def _run_sidecar(count: int, traced: bool, export: str) -> float:
+async def _run_sidecar(count: int, traced: bool, export: str, access_log: bool) -> float:
+    from meshtrace.proxy.accesslog import AccessLog
     from meshtrace.proxy.config import load_config
     from meshtrace.proxy.metrics import IstioMetrics
     from meshtrace.proxy.server import Sidecar, _tracing
@@ -105,8 +108,9 @@ async def _run_sidecar(count: int, traced: bool, export: str) -> float:
         os.environ["MESHTRACE_EXPORTER"] = "none"   # spans are made and ended, then dropped
     tracer, propagator = _tracing(load_config(settings))
     metrics = IstioMetrics()
-    sidecar = Sidecar(load_config(settings), tracer=tracer, propagator=propagator, observers=[metrics],
-                      metrics=metrics)
+    log = AccessLog(open(os.devnull, "w", encoding="utf-8")) if access_log else None  # noqa: SIM115 (closed below)
+    sidecar = Sidecar(load_config(settings), tracer=tracer, propagator=propagator,
+                      observers=[metrics] if log is None else [metrics, log], metrics=metrics)
     await sidecar.start()
     gc.collect()
     gc.freeze()
@@ -119,27 +123,35 @@ async def _run_sidecar(count: int, traced: bool, export: str) -> float:
     while sidecar.active_connections:
         await asyncio.sleep(0.01)
     await sidecar.close()
+    if log is not None:
+        log.close()
+        if log.written != count:
+            raise SystemExit(f"the access log wrote {log.written} lines for {count} requests")
     helper.wait()
     if line.strip() != "done" or f"{count}" not in metrics.render():
         raise SystemExit(f"the run did not complete: {line.strip()!r}")
     return cpu
 
 
-def sidecar(count: int, traced: bool, export: str) -> float:
+def sidecar(count: int, traced: bool, export: str, access_log: bool) -> float:
     import uvloop
 
-    return uvloop.run(_run_sidecar(count, traced, export))
+    return uvloop.run(_run_sidecar(count, traced, export, access_log))
 
 
-def _cpu_seconds(count: int, traced: bool, export: str) -> float:
+def _child_args(count: int, traced: bool, export: str, access_log: bool) -> list[str]:
+    return ["--sidecar", str(count), "--export", export, *(["--traced"] if traced else []),
+            *(["--access-log"] if access_log else [])]
+
+
+def _cpu_seconds(count: int, traced: bool, export: str, access_log: bool) -> float:
     """One run in a fresh process (tracing is configured once per process), its CPU seconds."""
-    command = [sys.executable, __file__, "--sidecar", str(count), "--export", export,
-               *(["--traced"] if traced else [])]
+    command = [sys.executable, __file__, *_child_args(count, traced, export, access_log)]
     return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
-def _instructions(count: int, traced: bool, export: str) -> int:
-    return instructions(__file__, ["--sidecar", str(count), "--export", export, *(["--traced"] if traced else [])])
+def _instructions(count: int, traced: bool, export: str, access_log: bool) -> int:
+    return instructions(__file__, _child_args(count, traced, export, access_log))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--callgrind", action="store_true", help="instructions per request (needs valgrind)")
     parser.add_argument("--export", choices=("none", "otlp"), default="none",
                         help="none: traced spans are dropped; otlp: exported to a sink, as the sidecar does")
+    parser.add_argument("--access-log", action="store_true",
+                        help="with the access log on (written to /dev/null); off by default")
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sidecar", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
@@ -155,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.peer:
         return peer()
     if args.sidecar is not None:
-        print(sidecar(args.sidecar, args.traced, args.export), flush=True)
+        print(sidecar(args.sidecar, args.traced, args.export, args.access_log), flush=True)
         # Spans still queued are not flushed at exit: the sink has gone with the helper process.
         os._exit(0)
     results: dict[bool, float] = {}
@@ -163,18 +177,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed")
         for traced in (False, True):
-            small, large = _instructions(500, traced, args.export), _instructions(2500, traced, args.export)
+            small = _instructions(500, traced, args.export, args.access_log)
+            large = _instructions(2500, traced, args.export, args.access_log)
             results[traced] = (large - small) / 2000
         unit = "instructions per request"
     else:
         for traced in (False, True):
             # The clock starts once the sidecar listens: start-up is not counted; the best of 3 runs is the one
             # least disturbed by whatever else the machine is doing.
-            results[traced] = min(_cpu_seconds(args.requests, traced, args.export)
+            results[traced] = min(_cpu_seconds(args.requests, traced, args.export, args.access_log)
                                   for _ in range(3)) / args.requests * 1e6
         unit = "CPU us per request"
-    print(f"sidecar in-process, no tracing: {results[False]:,.1f} {unit}")
-    print(f"sidecar in-process, 100% traced (export: {args.export}): {results[True]:,.1f} {unit}")
+    log = ", access log on" if args.access_log else ""
+    print(f"sidecar in-process, no tracing{log}: {results[False]:,.1f} {unit}")
+    print(f"sidecar in-process, 100% traced (export: {args.export}){log}: {results[True]:,.1f} {unit}")
     print(f"traced/untraced ratio: {results[True] / results[False]:.2f}")
     return 0
 
