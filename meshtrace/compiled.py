@@ -17,20 +17,33 @@ __all__ = ["MODULES", "interpreted", "stale"]
 
 # The sidecar's per-request path. Each must work compiled and interpreted alike (tests/test_compiled.py).
 MODULES = (
+    "meshtrace.proxy.accesslog",
+    "meshtrace.proxy.balancer",
+    "meshtrace.proxy.breaker",
     "meshtrace.proxy.codec",
     "meshtrace.proxy.connection",
     "meshtrace.proxy.errors",
     "meshtrace.proxy.exchange",
+    "meshtrace.proxy.fault",
     "meshtrace.proxy.flags",
     "meshtrace.proxy.headers",
     "meshtrace.proxy.hop",
     "meshtrace.proxy.listener",
     "meshtrace.proxy.localreply",
+    "meshtrace.proxy.match_index",
     "meshtrace.proxy.metrics",
+    "meshtrace.proxy.mirror",
+    "meshtrace.proxy.outlier",
     "meshtrace.proxy.peer",
+    "meshtrace.proxy.policy",
     "meshtrace.proxy.pool",
     "meshtrace.proxy.request_id",
+    "meshtrace.proxy.retry",
+    "meshtrace.proxy.router",
+    "meshtrace.proxy.routes",
+    "meshtrace.proxy.split",
     "meshtrace.proxy.upstream",
+    "meshtrace.proxy.vs_match",
 )
 
 

@@ -130,8 +130,9 @@ class AccessLog:
         self.write_errors = 0     # writer thread
         self.dropped = 0          # event loop: queue full or log closed
         self.errors = 0           # event loop: a hop that could not be formatted
-        self._thread = threading.Thread(target=self._run, name="meshtrace-access-log", daemon=True)
-        self._thread.start()
+        # Not `_thread`: compiled, that attribute would become a C struct field `__thread`, a C keyword to gcc.
+        self._writer = threading.Thread(target=self._run, name="meshtrace-access-log", daemon=True)
+        self._writer.start()
 
     def on_hop(self, hop: Hop) -> None:
         """Queue the line for `hop`; drop (and count) it when the writer is behind by `max_queue` lines."""
@@ -153,7 +154,7 @@ class AccessLog:
         """Write what is queued (waiting at most `timeout` seconds) and stop the writer thread."""
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout)
+        self._writer.join(timeout)
 
     def _run(self) -> None:
         while True:

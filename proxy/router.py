@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
@@ -48,9 +48,6 @@ class RouteDecision:
     rewrite_host: bool = False      # True when `authority` replaces the incoming Host (absolute-form requests)
     policy: RoutePolicy | None = None   # Istio rules: header edits, fault, retries (None: plain forwarding)
     no_host: bool = False           # the cluster has no host to send to: 503 `UH`
-
-
-_new_decision = object.__new__
 
 
 class Router(Protocol):
@@ -109,7 +106,9 @@ def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
     """(origin-form target, authority) for an absolute-form target; origin-form passes through."""
     if target[:1] == b"/" or target == b"*":
         return target, None
-    url = httptools.parse_url(target)
+    # Any, not httptools' URL: its stubs type path, query, host and port as bytes and int, but an absent part is
+    # None, which compiled code would refuse at the attribute read.
+    url: Any = httptools.parse_url(target)
     path = url.path or b"/"
     origin = path + b"?" + url.query if url.query else path
     authority = url.host + (b":%d" % url.port if url.port else b"")
@@ -128,15 +127,7 @@ class InboundRouter:
             target, authority = origin_form(target)
             if authority is not None:
                 return RouteDecision(self.route_, target, authority, True)
-        # RouteDecision's dataclass __init__ without its call (about 1.3k instructions per request): every field.
-        decision = _new_decision(RouteDecision)
-        decision.route = self.route_
-        decision.target = target
-        decision.authority = head.hmap.get(b"host", b"")
-        decision.rewrite_host = False
-        decision.policy = None
-        decision.no_host = False
-        return decision
+        return RouteDecision(self.route_, target, head.hmap.get(b"host", b""))
 
 
 class OutboundRouter:

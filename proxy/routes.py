@@ -47,7 +47,6 @@ __all__ = ["MAX_CACHED_AUTHORITIES", "Cluster", "RuleRouter"]
 
 MAX_CACHED_AUTHORITIES = 4096
 _Destination = tuple[str, int, "MatchTable[_Rule] | None"]
-_UNSEEN: _Destination = ("", 0, None)
 
 
 class Cluster:
@@ -268,8 +267,9 @@ class RuleRouter:
             if found is None:
                 return None
             target, authority, rewrite_host, _ = found
-        dest = self._by_authority.get(authority, _UNSEEN)
-        if dest is _UNSEEN:
+        try:
+            dest = self._by_authority[authority]
+        except KeyError:    # a Host not seen yet (None is cached too: no route)
             dest = self._destination(authority)
         if dest is None:
             return None
