@@ -233,7 +233,10 @@ def test_response_headers_too_large_however_they_are_read(size: int) -> None:
     assert info.value.status == 502
 
 
-def test_the_inbound_routers_decision_is_the_one_its_init_makes() -> None:
-    # Made slot by slot (no dataclass __init__ call): every field as RouteDecision's own defaults give it.
+def test_the_inbound_routers_decision_keeps_target_and_host_with_no_policy() -> None:
     router = InboundRouter("127.0.0.1", 8080)
-    assert router.route(_head(b"/p?q", b"h:1")) == RouteDecision(router.route_, b"/p?q", b"h:1")
+    decision = router.route(_head(b"/p?q", b"h:1"))
+    assert decision == RouteDecision(router.route_, b"/p?q", b"h:1")
+    assert decision is not None
+    assert (decision.rewrite_host, decision.policy, decision.no_host) == (False, None, False)
+    assert decision != RouteDecision(router.route_, b"/p?q", b"h:1", no_host=True)    # every field compared
