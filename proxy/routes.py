@@ -68,6 +68,8 @@ class Cluster:
         self.only = hosts[0] if len(hosts) == 1 and outlier is None else None
 
     def pick(self, view: RequestView, peer: str) -> Host | None:
+        if self.only is not None:
+            return self.only
         hosts = self.hosts if self.outlier is None else self.outlier.healthy()
         if not hosts:
             return None
@@ -296,12 +298,12 @@ class RuleRouter:
 
     def _decide(self, chosen: _Target, view: RequestView, peer: str, target: bytes,  # noqa: PLR0917
                 authority: bytes, rewrite_host: bool, port: int) -> RouteDecision:
-        cluster = chosen.clusters.get(port) or chosen.cluster(port)
-        host = cluster.only or cluster.pick(view, peer)
+        cluster = chosen.cluster(port)
+        host = cluster.pick(view, peer)
         if host is None:
             route = Route("", 0, cluster.name, chosen.rule.name, chosen.rule.span_path, None)
             return RouteDecision(route, target, authority, rewrite_host, chosen.policy, no_host=True)
-        route = chosen.routes.get(id(host)) or chosen.route_for(cluster, host)
+        route = chosen.route_for(cluster, host)
         return RouteDecision(route, target, authority, rewrite_host, chosen.policy)
 
     def describe(self) -> dict[str, object]:
