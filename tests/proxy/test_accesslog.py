@@ -23,6 +23,16 @@ def full_hop() -> Hop:
                upstream_cluster="inbound|9080||", downstream_address="10.0.0.5:40000", trace_id="ab" * 16)
 
 
+@pytest.mark.parametrize(("start", "shown"), [(1_714_564_800.005, "2024-05-01T12:00:00.005Z"),
+                                              (1_714_564_800.04, "2024-05-01T12:00:00.040Z"),
+                                              (1_714_564_859.999, "2024-05-01T12:00:59.999Z"),
+                                              (1_714_564_801.0, "2024-05-01T12:00:01.000Z")])
+def test_start_time_has_three_millisecond_digits(start: float, shown: str) -> None:
+    hop = Hop(direction="inbound", start_time=start)
+    assert format_envoy(hop).startswith(f"[{shown}] ")
+    assert json.loads(format_json(hop))["start_time"] == shown
+
+
 def test_envoy_default_line() -> None:
     assert format_envoy(full_hop()) == (
         '[2024-05-01T12:00:00.123Z] "GET /reviews/1?x=y HTTP/1.1" 200 - 0 295 12 11 '
