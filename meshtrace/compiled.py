@@ -17,6 +17,8 @@ __all__ = ["MODULES", "interpreted", "stale"]
 
 # The sidecar's per-request path. Each must work compiled and interpreted alike (tests/test_compiled.py).
 MODULES = (
+    "meshtrace.encodedlane",
+    "meshtrace.exporters.encoded",
     "meshtrace.proxy.codec",
     "meshtrace.proxy.connection",
     "meshtrace.proxy.errors",
@@ -24,12 +26,14 @@ MODULES = (
     "meshtrace.proxy.flags",
     "meshtrace.proxy.headers",
     "meshtrace.proxy.hop",
+    "meshtrace.proxy.hop_wire",
     "meshtrace.proxy.listener",
     "meshtrace.proxy.localreply",
     "meshtrace.proxy.metrics",
     "meshtrace.proxy.peer",
     "meshtrace.proxy.pool",
     "meshtrace.proxy.request_id",
+    "meshtrace.proxy.tracing",
     "meshtrace.proxy.upstream",
 )
 
