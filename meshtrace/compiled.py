@@ -15,8 +15,10 @@ from pathlib import Path
 
 __all__ = ["MODULES", "interpreted", "stale"]
 
-# The sidecar's per-request path. Each must work compiled and interpreted alike (tests/test_compiled.py).
+# The sidecar's per-request path. Each must work compiled and interpreted alike (tests/proxy/test_compiled.py).
 MODULES = (
+    "meshtrace.encodedlane",
+    "meshtrace.exporters.encoded",
     "meshtrace.proxy.accesslog",
     "meshtrace.proxy.balancer",
     "meshtrace.proxy.breaker",
@@ -28,6 +30,7 @@ MODULES = (
     "meshtrace.proxy.flags",
     "meshtrace.proxy.headers",
     "meshtrace.proxy.hop",
+    "meshtrace.proxy.hop_wire",
     "meshtrace.proxy.listener",
     "meshtrace.proxy.localreply",
     "meshtrace.proxy.match_index",
@@ -42,6 +45,7 @@ MODULES = (
     "meshtrace.proxy.router",
     "meshtrace.proxy.routes",
     "meshtrace.proxy.split",
+    "meshtrace.proxy.tracing",
     "meshtrace.proxy.upstream",
     "meshtrace.proxy.vs_match",
 )

@@ -97,11 +97,14 @@ class EncodedLane:
     __slots__ = ("config", "enqueue", "ids", "limits", "metrics", "multi", "processors", "root", "root_random",
                  "sampler", "scope", "tracer")
 
-    def __init__(self, tracer: SdkTracer, processors: tuple[Any, ...]) -> None:
+    def __init__(self, tracer: SdkTracer) -> None:
         self.tracer = tracer
         self.sampler = tracer.sampler
         self.ids = tracer.id_generator
-        self.multi = tracer.span_processor
+        self.multi: Any = tracer.span_processor
+        # Read here, not handed over by `_new_lane`: there it is known to be a 1-tuple, which the compiled module
+        # passes on unboxed and so as a new tuple, and `current` compares it by identity.
+        processors: Any = self.multi._span_processors
         self.processors = processors
         self.limits = tracer._span_limits
         self.config = tracer._tracer_config
@@ -264,4 +267,4 @@ def _new_lane(tracer: SdkTracer) -> EncodedLane | None:
         return None
     if not is_attribute_blind(tracer.sampler) or not accepts_encoded(processors[0]):
         return None
-    return EncodedLane(tracer, processors)
+    return EncodedLane(tracer)

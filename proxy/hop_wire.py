@@ -24,10 +24,9 @@ import struct
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from meshtrace.encodedlane import EncodedLane
 from meshtrace.exporters.encoded import (
     FLAGS_LOCAL,
     FLAGS_REMOTE,
@@ -42,8 +41,9 @@ from meshtrace.exporters.encoded import (
 )
 
 from .hop import Hop
+from .hop_span import HopSpan
 
-__all__ = ["HopSpan", "HopWire", "hop_error", "hop_span", "protocol_version"]
+__all__ = ["HopWire", "hop_error", "protocol_version"]
 
 _T = TypeVar("_T")
 _REQUEST_ID = attribute_key("guid:x-request-id")
@@ -74,47 +74,6 @@ def hop_error(status: int, flags: str, inbound: bool) -> tuple[str, str | None] 
     if status >= 500 or status == 0 or (not inbound and status >= 400):
         return (str(status) if status else (flags or "no_response")), (flags if flags != "-" else None)
     return None
-
-
-class HopSpan(NonRecordingSpan):
-    """A hop span on the encoded lane (see the module docstring); `parent` is None for a root."""
-
-    # Slots: one is made per request, and then no instance dict is (the API's Span classes have none of their own,
-    # so one is still there for anyone who sets other attributes).
-    __slots__ = ("_context", "context", "ended", "lane", "name", "parent", "sampled", "start_time")
-
-    _context: SpanContext
-    context: SpanContext
-    parent: SpanContext | None
-    name: str
-    start_time: int
-    sampled: bool
-    lane: EncodedLane
-    ended: bool
-    # Made by `hop_span`, not by calling the class: the type call and an __init__ frame cost more per hop.
-
-    def is_recording(self) -> bool:
-        return not self.ended
-
-    def __repr__(self) -> str:
-        return f"HopSpan({self.name!r}, {self._context!r})"
-
-
-def hop_span(context: SpanContext, parent: SpanContext | None, name: str,  # noqa: PLR0917
-             start_time: int, sampled: bool, lane: EncodedLane) -> HopSpan:
-    """A new hop span, filled slot by slot (every slot: `HopSpan` has no __init__ of its own to run)."""
-    span = _new_object(HopSpan)
-    span._context = span.context = context
-    span.parent = parent
-    span.name = name
-    span.start_time = start_time
-    span.sampled = sampled
-    span.lane = lane
-    span.ended = False
-    return span
-
-
-_new_object = object.__new__
 
 
 def _field(key: str, value: str | int | bool) -> bytes:

@@ -25,27 +25,26 @@ tests/proxy/test_hop_wire.py holds both paths' exports equal.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
-from opentelemetry.context import Context, create_key, get_value, set_value
+from opentelemetry.context import Context, set_value
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
-from opentelemetry.util.types import Attributes
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from meshtrace.encodedlane import EncodedLane, encoded_lane
 from meshtrace.exporters.encoded import TUPLE_CONTEXT
 from meshtrace.propagation import MeshPropagator, is_debug
 from meshtrace.propagation.render import CODES, Block, BlockKind, block
-from meshtrace.sampling import Known, known_decision
-from meshtrace.spans import declare_attribute_blind, set_clean_attributes, start_span
+from meshtrace.spans import set_clean_attributes, start_span
 
 from .headers import TRACE_HEADERS, Headers
 from .hop import Hop
-from .hop_wire import HopSpan, HopWire, hop_error, hop_span, protocol_version
+from .hop_span import HopSpan
+from .hop_wire import HopWire, hop_error, protocol_version
+from .sampler import FORCE, ProxySampler
 
 __all__ = ["FORCE_TRACE_HEADERS", "HopTracer", "ProxySampler", "span_name"]
 
@@ -56,7 +55,6 @@ logger = logging.getLogger("meshtrace.proxy")
 # Baggage-only formats put their entries in prefixed headers (Jaeger `uberctx-`, OT `ot-baggage-`).
 _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
 _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
-_FORCE = create_key("meshtrace-proxy-force-trace")
 _EMPTY = Context()      # immutable: the one context of every request without trace headers
 _UINT64 = (1 << 64) - 1
 
@@ -64,50 +62,6 @@ _UINT64 = (1 << 64) - 1
 def _header_to_inject(name: str) -> bytes | None:
     key = name.lower().encode("latin-1")
     return None if key in _NOT_INJECTED or key.startswith(_BAGGAGE_PREFIXES) else key
-
-
-class ProxySampler(Sampler):
-    """Sample forced requests; otherwise defer (meshtrace.configure wraps this to honour incoming hints)."""
-
-    def __init__(self, delegate: Sampler) -> None:
-        self.delegate = delegate
-
-    def should_sample(  # noqa: PLR0917  (the SDK Sampler signature)
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        if parent_context is not None and get_value(_FORCE, parent_context) is True:
-            # A forced trace still continues the incoming one: its trace state goes on, as the SDK samplers do.
-            parent = trace.get_current_span(parent_context).get_span_context()
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes,
-                                  parent.trace_state if parent.is_valid else None)
-        return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
-
-    def get_description(self) -> str:
-        return f"ProxySampler{{{self.delegate.get_description()}}}"
-
-    @staticmethod
-    def decide(sampler: ProxySampler, parent_context: Context | None, parent: SpanContext | None,
-               trace_id: int) -> Known | None:
-        """`should_sample`'s (decision, trace state) without a SamplingResult: meshtrace's span fast path."""
-        # An empty context (no trace headers at all: most requests at the edge) cannot hold the force mark.
-        if parent_context and get_value(_FORCE, parent_context) is True:
-            return Decision.RECORD_AND_SAMPLE, None if parent is None else parent.trace_state
-        return known_decision(sampler.delegate, parent_context, parent, trace_id)
-
-
-# Neither reads the start attributes nor returns any of its own, and can say its decision without a
-# SamplingResult: meshtrace's lighter span path may skip both.
-# On an empty context (no trace header, so no force mark either) it is its delegate: meshtrace.sampling's root rule
-# sees through it.
-declare_attribute_blind(ProxySampler, lambda sampler: (sampler.delegate,), ProxySampler.decide,
-                        on_empty=lambda sampler: sampler.delegate)
 
 
 def span_name(authority: str, default_port: int, route_path: str) -> str:
@@ -180,7 +134,7 @@ class HopTracer:
                 span_context, parent, recording, sampled = started
                 if not recording:
                     return NonRecordingSpan(span_context), context
-                return hop_span(span_context, parent, name, start_ns, sampled, lane), context
+                return HopSpan(span_context, parent, name, start_ns, sampled, lane), context
         return start_span(self.tracer, name, context, self.kind, start_time=start_ns), context
 
     def _learn(self, layout: tuple[bytes, ...]) -> tuple[frozenset[bytes], tuple[bytes, ...]]:
@@ -206,7 +160,7 @@ class HopTracer:
         else:
             context = Context()
         if b"x-envoy-force-trace" in present or b"x-client-trace-id" in present:
-            context = set_value(_FORCE, True, context)
+            context = set_value(FORCE, True, context)
         return context
 
     def render(self, span: trace.Span, context: Context) -> tuple[bytes, str, str] | None:

@@ -49,7 +49,7 @@ def run(batches: int, batch: int, transport: str) -> None:
     from meshtrace.exporters.encoded import EncodedSpan
     from meshtrace.proxy.config import load_config
     from meshtrace.proxy.hop import Hop
-    from meshtrace.proxy.hop_wire import HopSpan
+    from meshtrace.proxy.hop_span import HopSpan
     from meshtrace.proxy.server import _tracing
     from meshtrace.proxy.tracing import HopTracer
 

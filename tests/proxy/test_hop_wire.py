@@ -42,7 +42,7 @@ from meshtrace.propagation import MeshPropagator
 from meshtrace.proxy.attempt_span import end_attempt, start_attempt
 from meshtrace.proxy.headers import Headers
 from meshtrace.proxy.hop import Hop
-from meshtrace.proxy.hop_wire import HopSpan
+from meshtrace.proxy.hop_span import HopSpan
 from meshtrace.proxy.tracing import HopTracer, ProxySampler
 from meshtrace.sampling import HintedSampler
 
