@@ -24,13 +24,18 @@ from meshtrace.demo.processes import free_port
 
 # Imports each of compiled.MODULES from its .py file, as an install without compilation would, then runs the CLI.
 CHILD = """
-import importlib.util, os, sys
-from meshtrace import compiled
+import ast, importlib.util, os, sys
+
+# MODULES read without importing meshtrace: its __init__ already imports some of them.
+package = os.path.dirname(importlib.util.find_spec("meshtrace").origin)
+tree = ast.parse(open(os.path.join(package, "compiled.py")).read())
+MODULES = next(ast.literal_eval(node.value) for node in tree.body
+               if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "MODULES")
 
 class SourceFirst:
     @staticmethod
     def find_spec(name, path=None, target=None):
-        if name not in compiled.MODULES or not path:
+        if name not in MODULES or not path:
             return None
         for entry in path:
             source = os.path.join(entry, name.rpartition(".")[2] + ".py")
