@@ -49,8 +49,18 @@ from opentelemetry.util.types import Attributes
 
 from meshtrace.propagation._context import SAMPLING_HINT_KEY, get_sampling_hint, is_debug, is_sampling_deferred
 
-__all__ = ["HintedSampler", "RootRule", "build_sampler", "declare_attribute_blind", "is_attribute_blind",
-           "known_decision", "root_rule", "sampled_local_rule", "trace_id_for"]
+__all__ = [
+    "HintedSampler",
+    "RootRule",
+    "build_sampler",
+    "declare_attribute_blind",
+    "is_attribute_blind",
+    "known_decision",
+    "parent_trace_state",
+    "root_rule",
+    "sampled_local_rule",
+    "trace_id_for",
+]
 
 
 def build_sampler(name: str, ratio: float = 1.0) -> Sampler:
@@ -88,9 +98,9 @@ class HintedSampler(Sampler):
     ) -> SamplingResult:
         hint = get_sampling_hint(parent_context)
         if hint is True or is_debug(parent_context):
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, _parent_trace_state(parent_context))
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent_trace_state(parent_context))
         if hint is False:
-            return SamplingResult(Decision.DROP, None, _parent_trace_state(parent_context))
+            return SamplingResult(Decision.DROP, None, parent_trace_state(parent_context))
         parent = get_current_span(parent_context).get_span_context()
         if parent.is_valid and parent.is_remote and is_sampling_deferred(parent_context):
             # Hide the undecided parent so a parent-based sampler uses its root sampler on this trace id.
@@ -103,7 +113,7 @@ class HintedSampler(Sampler):
         return f"HintedSampler{{{self.delegate.get_description()}}}"
 
 
-def _parent_trace_state(parent_context: Context | None) -> TraceState | None:
+def parent_trace_state(parent_context: Context | None) -> TraceState | None:
     span_context = get_current_span(parent_context).get_span_context()
     return span_context.trace_state if span_context.is_valid else None
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opentelemetry import trace
 from opentelemetry.context import Context, create_key, get_value
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanContext, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from meshtrace.sampling import Known, known_decision
+from meshtrace.sampling import Known, known_decision, parent_trace_state
 from meshtrace.spans import declare_attribute_blind
 
 __all__ = ["FORCE", "ProxySampler"]
@@ -44,9 +43,7 @@ class ProxySampler(Sampler):
     ) -> SamplingResult:
         if parent_context is not None and get_value(FORCE, parent_context) is True:
             # A forced trace still continues the incoming one: its trace state goes on, as the SDK samplers do.
-            parent = trace.get_current_span(parent_context).get_span_context()
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes,
-                                  parent.trace_state if parent.is_valid else None)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent_trace_state(parent_context))
         return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
