@@ -33,7 +33,7 @@ from . import flags, localreply
 from .codec import RequestCodec, RequestHead
 from .errors import ProtocolError
 from .exchange import Exchange
-from .hop import Hop, Workload
+from .hop import UNKNOWN, Hop
 from .listener import ListenerContext
 
 __all__ = ["DownstreamConnection"]
@@ -308,8 +308,8 @@ class DownstreamConnection(asyncio.Protocol):
         ctx = self.ctx
         ctx.report(Hop(direction=ctx.direction, start_time=time.time(), status=exc.status,
                        response_flags=flags.DPE, downstream_address=self.peer,
-                       source=Workload() if ctx.inbound else ctx.identity,
-                       destination=ctx.identity if ctx.inbound else Workload()))
+                       source=UNKNOWN if ctx.inbound else ctx.identity,
+                       destination=ctx.identity if ctx.inbound else UNKNOWN))
 
     def _become_idle(self) -> None:
         loop = self.ctx.loop

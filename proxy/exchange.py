@@ -29,7 +29,7 @@ from .attempt_span import end_attempt, start_attempt
 from .codec import RequestHead, ResponseHead, encode_request_head, encode_response_head, header_lines
 from .errors import UpstreamError
 from .headers import Headers
-from .hop import Hop, Workload
+from .hop import UNKNOWN, Hop, Workload
 from .mirror import send_mirror
 from .peer import decode_peer
 from .pool import ConnectionPool
@@ -188,9 +188,9 @@ class Exchange:
         if ctx.inbound:
             if ctx.peer_header in hmap:
                 announced = hmap[ctx.peer_header]
-                self.source = decode_peer(announced) if announced else _NOBODY
+                self.source = decode_peer(announced) if announced else UNKNOWN
             else:
-                self.source = _NOBODY
+                self.source = UNKNOWN
         if decision is None:
             self.local_reply(404, flags.NR, "route not found")
             return
@@ -831,7 +831,7 @@ class Exchange:
         ctx = self.ctx
         decision = self.decision
         if ctx.inbound:
-            source = self.source or _NOBODY
+            source = self.source or UNKNOWN
             destination = ctx.identity
         else:
             source = ctx.identity
@@ -937,14 +937,13 @@ def split_host(authority: bytes, default_port: int) -> str:
     return address[0] if address is not None else authority.decode("latin-1")
 
 
-_NOBODY = Workload()                # frozen: one shared "nothing known" identity instead of one per hop
 _UNKNOWN_BY_SERVICE: dict[str, Workload] = {}
 
 
 def _unknown_destination(decision: RouteDecision | None) -> Workload:
     """A destination without a sidecar of its own: only its service (host) name is known, as in Istio."""
     if decision is None:
-        return _NOBODY
+        return UNKNOWN
     # The service is the host of the `outbound|port|subset|host` cluster (the VirtualService destination), not
     # the endpoint address chosen inside it: a fault abort answered before any endpoint replied must still be
     # counted against `reviews`, not against 127.0.0.1.
