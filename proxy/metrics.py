@@ -252,6 +252,7 @@ class IstioMetrics:
         """Count one finished HTTP request: what `on_hop` counts for a Hop with these fields."""
         try:
             last = self._last
+            series: _HttpSeries     # not Any (as `last[6]` is): the counter updates below are native slot writes
             if (last[1] is src and last[2] is dst and last[3] == status and last[4] == flags
                     and last[0] == direction and last[5] == grpc_status):
                 # The previous request's series again (a run of 200s from the same caller): no key to build.
