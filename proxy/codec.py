@@ -194,7 +194,8 @@ class RequestCodec:
         count = len(headers)
         if self._spanning or count > self.max_headers or self._window + count > self.max_header_bytes:
             self._check_size(headers)
-        hmap = dict(headers)
+        # Compiled, a comprehension is a native loop; dict(list) a generic call (3k instructions for 5 headers).
+        hmap = {name: value for name, value in headers}  # noqa: C416  (see above)
         if len(hmap) != len(headers) and b"host" in hmap and [name for name, _ in headers].count(b"host") > 1:
             raise ProtocolError(400, "multiple Host headers")
         parser = self._parser
@@ -306,7 +307,8 @@ class ResponseCodec:
                 return
         self._headers = []              # empty while the body lasts: `feed` reads a non-empty list as a head begun
         self._in_body = True
-        hmap = dict(headers)
+        # Compiled, a comprehension is a native loop; dict(list) a generic call (3k instructions for 5 headers).
+        hmap = {name: value for name, value in headers}  # noqa: C416  (see above)
         if len(hmap) == len(headers):
             length = hmap.get(b"content-length")
             chunked = b"transfer-encoding" in hmap
