@@ -359,7 +359,14 @@ def _status_line(status: int) -> bytes:
     return line
 
 
-_JOIN_PAIR = b": ".join     # a (name, value) pair -> b"name: value", in C
+def _append_lines(parts: list[bytes], headers: Headers) -> None:
+    """`name: value` CRLF for each header, appended to `parts` piece by piece: compiled, a native loop feeding one
+    join at the end (a join of `map(b": ".join, headers)` took about 4k instructions for five headers)."""
+    for name, value in headers:
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(b"\r\n")
 
 
 def encode_response_head(status: int, headers: Headers) -> bytes:
@@ -367,21 +374,24 @@ def encode_response_head(status: int, headers: Headers) -> bytes:
     line = _STATUS_LINES.get(status)        # _status_line's cache read inline: one call fewer per response
     if line is None:
         line = _status_line(status)
-    if not headers:
-        return line + b"\r\n"
-    return b"%s%s\r\n\r\n" % (line, b"\r\n".join(map(_JOIN_PAIR, headers)))
+    parts = [line]
+    _append_lines(parts, headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def header_lines(headers: Headers) -> bytes:
     """`headers` as lines of a header block (`name: value` CRLF each), for `encode_request_head`'s `block`."""
-    return b"".join([b"%s: %s\r\n" % pair for pair in headers])
+    parts: list[bytes] = []
+    _append_lines(parts, headers)
+    return b"".join(parts)
 
 
 def encode_request_head(method: bytes, target: bytes, headers: Headers, block: bytes = b"") -> bytes:
     """The request line and `headers`, then `block`: header lines already encoded (`name: value` CRLF each, the
     trace headers as meshtrace.propagation renders them), which cost no join per header."""
-    if not headers:
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target, block)
-    if block:
-        return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (method, target, b"\r\n".join(map(_JOIN_PAIR, headers)), block)
-    return b"%s %s HTTP/1.1\r\n%s\r\n\r\n" % (method, target, b"\r\n".join(map(_JOIN_PAIR, headers)))
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    _append_lines(parts, headers)
+    parts.append(block)
+    parts.append(b"\r\n")
+    return b"".join(parts)
