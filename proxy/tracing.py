@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any, cast
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
@@ -57,6 +58,8 @@ _BAGGAGE_PREFIXES = (b"uberctx-", b"ot-baggage-")
 _NOT_INJECTED = frozenset({b"x-request-id", b"baggage"})
 _EMPTY = Context()      # immutable: the one context of every request without trace headers
 _UINT64 = (1 << 64) - 1
+# A SpanContext's fields, where it is a tuple (TUPLE_CONTEXT): trace id, span id, remote, flags, state, valid.
+_ContextFields = tuple[int, int, Any, int, Any, Any]   # only the ints are checked (and so native)
 
 
 def _header_to_inject(name: str) -> bytes | None:
@@ -183,13 +186,15 @@ class HopTracer:
             if not isinstance(parent, SpanContext) or not parent.is_valid:
                 parent = None
         if TUPLE_CONTEXT:   # the fields without five Python-level properties
-            trace_id, span_id, _, trace_flags, trace_state, valid = sc
+            # Typed (SpanContext is Any to the compiler): a native unpack, and native arithmetic on the ints below.
+            trace_id, span_id, _, trace_flags, trace_state, valid = cast("_ContextFields", sc)
         else:  # pragma: no cover - an API whose SpanContext is laid out differently
             trace_id, span_id, trace_flags, trace_state, valid = (sc.trace_id, sc.span_id, sc.trace_flags,
                                                                   sc.trace_state, sc.is_valid)
         if not valid:
             return None
-        parent_id = None if parent is None else parent[1] if TUPLE_CONTEXT else parent.span_id
+        parent_id = (None if parent is None else cast("_ContextFields", parent)[1] if TUPLE_CONTEXT
+                     else parent.span_id)
         # The shared empty TraceState (every root span's) is told without its Python-level len().
         state = trace_state is not DEFAULT_TRACE_STATE and bool(trace_state)
         # The kind as a list index, not a tuple to hash; a 64-bit trace id told by a comparison, not a 128-bit shift.
