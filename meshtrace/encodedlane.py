@@ -119,8 +119,8 @@ class EncodedLane:
         if self.root is not None and type(self.ids) is RandomIdGenerator and _TUPLE_CONTEXT:
             bound, below, above = self.root
             low, high = _outcome(below), _outcome(above)
-            # One object when every trace id gets the same (an always-on/off sampler, a ratio of 1 or 0): `start`
-            # then skips the comparison. The rule compares the id's low 64 bits with the bound.
+            # The same outcome both sides when every trace id gets the same (an always-on/off sampler, a ratio of 1
+            # or 0). The rule compares the id's low 64 bits with the bound.
             if high == low or bound > _ID_LIMIT:
                 high = low
             elif bound <= 0:
@@ -156,9 +156,9 @@ class EncodedLane:
                 # Split as meshtrace.lightspan does: the very ids RandomIdGenerator would draw, trace id first.
                 trace_id, span_id = bits & _TRACE_ID_MAX, bits >> 128
                 if trace_id and span_id:
-                    # (An always-on or always-off sampler decides the same either side: no comparison then.)
-                    flags, recording, sampled = (fast[1] if fast[1] is fast[2] or trace_id & _ID_LIMIT < fast[0]
-                                                 else fast[2])
+                    # (No identity shortcut for an always-on/off sampler: compiled, `fast[1]` comes back as a new
+                    # tuple each time, so `is` never held; both sides being equal, the comparison decides alike.)
+                    flags, recording, sampled = fast[1] if trace_id & _ID_LIMIT < fast[0] else fast[2]
                     return (_new_tuple(SpanContext, (trace_id, span_id, False, flags, _NO_STATE, True)), None,
                             recording, sampled)
             rule = self.root
