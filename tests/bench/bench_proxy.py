@@ -1,8 +1,8 @@
 """Sidecar benchmark (a script, not a test): direct vs nginx vs haproxy vs meshtrace in front of one nginx.
 
-Run: `.venv/bin/python tests/bench/bench_proxy.py [--duration 10] [--paced-runs 3] [--realtime]` (needs nginx,
-haproxy and wrk on PATH: `make bench-deps`). Everything binds 127.0.0.1 on free ports and runs from a temporary
-directory; every process started here is stopped at the end. For each path it reports requests/s at saturation
+Run: `.venv/bin/python tests/bench/bench_proxy.py [--duration 10] [--paced-runs 3] [--rounds 3] [--realtime]`
+(needs nginx, haproxy and wrk on PATH: `make bench-deps`). Everything binds 127.0.0.1 on free ports and runs from a
+temporary directory; every process started here is stopped at the end. For each path it reports requests/s at saturation
 (wrk, 1 thread, 50 connections), p50/p99 latency at a fixed ~1000 req/s (wrk with a Lua `delay()` pacing 20
 connections at one request per 20 ms each, randomised), CPU seconds per 1000 requests of the proxy's processes (and
 of their main threads alone: for the sidecar the event loop, the rest being the span exporter's thread) and their
@@ -12,7 +12,10 @@ The paced p99 of one short run on a shared 2-core machine swings by more than th
 the machine's load drifts between one path's run and the next. So every path, direct included, gets
 `--paced-runs` paced runs, each right after a paced run straight to the upstream: p50/p99 are the medians of the
 path's runs, `+p99` the median of (path p99 - the direct p99 measured just before it), and each run's pair is
-printed. `--realtime` runs every process of every path (nginx, haproxy, the sidecar, wrk) under SCHED_FIFO (`chrt
+printed. The throughput ratios (sidecar/nginx and the others) are taken from `--rounds` more saturated runs made
+after every path was measured, all paths still running, one path after another in each round: each round's ratio
+compares two runs made a minute apart at most, and the median of the rounds' ratios is reported. `--realtime` runs
+every process of every path (nginx, haproxy, the sidecar, wrk) under SCHED_FIFO (`chrt
 -f`), so other tenants' CPU-bound work cannot preempt any of them: what remains is the path's own cost and the
 scheduling among its own processes. Both apply to every path alike.
 The meshtrace sidecar runs with tracing on (100% sampled, OTLP to a local sink that accepts and discards)
@@ -127,6 +130,7 @@ class Result:
     rss_mb: float | None = None
     errors: int = 0
     added_p99_ms: float = 0.0           # median over runs of (this path's p99 - direct's p99 just before it)
+    round_rps: list[float] = field(default_factory=list)  # saturated req/s of each interleaved round
     p99_runs: list[float] = field(default_factory=list)
     direct_p99_runs: list[float] = field(default_factory=list)
 
@@ -169,10 +173,14 @@ def wrk(url: str, *, connections: int, duration: int, script: Path | None = None
 
 
 class Bench:
-    def __init__(self, workdir: Path, duration: int, *, paced_runs: int = 3, realtime: bool = False) -> None:
+    def __init__(self, workdir: Path, duration: int, *, paced_runs: int = 3, rounds: int = 3,
+                 realtime: bool = False) -> None:
         self.dir = workdir
         self.duration = duration
         self.paced_runs = paced_runs
+        self.rounds = rounds
+        # Every measured path, left running after its own measurement for the interleaved rounds.
+        self.targets: list[tuple[Result, str, Sequence[str]]] = []
         self.prefix = REALTIME if realtime else []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.upstream_port = free_port()
@@ -223,6 +231,7 @@ http {{
                         errors=saturated["errors"] + sum(p["errors"] for _, p in runs),
                         added_p99_ms=median(p["p99"] - d["p99"] for d, p in runs),
                         p99_runs=[p["p99"] for _, p in runs], direct_p99_runs=[d["p99"] for d, _ in runs])
+        self.targets.append((result, url, headers))
         if pids:
             result.cpu_per_1000 = (cpu1 - cpu0) / saturated["requests"] * 1000
             result.loop_cpu_per_1000 = (main1 - main0) / saturated["requests"] * 1000
@@ -282,9 +291,8 @@ backend be
                             if line.startswith("istio_requests_total{"))
                 posted = sink.spans_posted  # type: ignore[attr-defined]
                 print(f"{name}: istio_requests_total={total:.0f}, OTLP export POSTs so far={posted}")
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
             results.extend(self.routed(sink.server_address[1]))
+            self.interleave()
         finally:
             sink.shutdown()
         return results
@@ -306,9 +314,17 @@ backend be
                                "--service", "bench", "--access-log", "", "--sampling", "100", *extra],
                               port, env=env)
             results.append(self.measure(name, port, [proc.pid], headers))
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
         return results
+
+    def interleave(self) -> None:
+        """`rounds` more saturated runs of every path, one path after another in each round: the host's load
+        drifts over the minutes between one path's measurement and the next, and a ratio of two runs made side by
+        side in one round is not skewed by that drift as a ratio of two runs minutes apart is."""
+        for _ in range(self.rounds):
+            for result, url, headers in self.targets:
+                run = wrk(url, connections=50, duration=self.duration, headers=headers, prefix=self.prefix)
+                result.round_rps.append(run["rps"])
+                result.errors += run["errors"]
 
     def close(self) -> None:
         for proc in self.procs:
@@ -351,12 +367,27 @@ def report(results: list[Result]) -> str:
     for r in results:
         pairs = "  ".join(f"{p:.3f}/{d:.3f}" for p, d in zip(r.p99_runs, r.direct_p99_runs, strict=True))
         lines.append(f"  {r.name:<22} {pairs}")
+    if any(r.round_rps for r in results):
+        lines.append("saturated req/s in each interleaved round (every path in turn, then the next round):")
+        for r in results:
+            lines.append(f"  {r.name:<22} " + "  ".join(f"{rps:.0f}" for rps in r.round_rps))
     for mesh in results[3:6]:
-        lines.append(f"{mesh.name}/nginx throughput ratio: {mesh.rps / nginx.rps:.2f} (goal >= 0.33)")
+        lines.append(f"{mesh.name}/nginx throughput ratio: {ratio(mesh, nginx)} (goal >= 0.33)")
     plain, routed = results[6:8]
-    lines.append(f"{routed.name}/{plain.name} throughput ratio: {routed.rps / plain.rps:.2f} (goal >= 0.90)")
-    lines.append(f"haproxy/nginx throughput ratio: {results[2].rps / nginx.rps:.2f}")
+    lines.append(f"{routed.name}/{plain.name} throughput ratio: {ratio(routed, plain)} (goal >= 0.90)")
+    lines.append(f"haproxy/nginx throughput ratio: {ratio(results[2], nginx)}")
     return "\n".join(lines)
+
+
+def ratio(path: Result, reference: Result) -> str:
+    """`path`'s throughput over `reference`'s: the median of the interleaved rounds' ratios when there were
+    rounds (each round's pair ran side by side), with the first measurement's ratio after it."""
+    single = path.rps / reference.rps
+    if not path.round_rps or len(path.round_rps) != len(reference.round_rps):
+        return f"{single:.2f}"
+    rounds = [a / b for a, b in zip(path.round_rps, reference.round_rps, strict=True)]
+    return (f"{median(rounds):.2f} (median of rounds: {' '.join(f'{x:.2f}' for x in rounds)}; "
+            f"first measurement: {single:.2f})")
 
 
 def main() -> int:
@@ -364,6 +395,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--paced-runs", type=int, default=3,
                         help="paced runs per path, each after a direct one; medians are reported")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved saturated rounds (every path in turn) the throughput ratios are taken from")
     parser.add_argument("--realtime", action="store_true",
                         help="run every path's processes and wrk under SCHED_FIFO (chrt -f 50; needs root)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -373,7 +406,8 @@ def main() -> int:
             print(f"bench_proxy: {tool} not found (make bench-deps)", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="meshtrace-bench-") as workdir:
-        bench = Bench(Path(workdir), args.duration, paced_runs=args.paced_runs, realtime=args.realtime)
+        bench = Bench(Path(workdir), args.duration, paced_runs=args.paced_runs, rounds=args.rounds,
+                      realtime=args.realtime)
         try:
             results = bench.run()
         finally:
