@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, cast
 
-from .hop import Direction, Hop, Workload
+from .hop import UNKNOWN, Direction, Hop, Workload
 
 __all__ = [
     "BYTE_BUCKETS",
@@ -60,7 +60,6 @@ TCP_LABELS: Final[tuple[str, ...]] = tuple(
     name for name in HTTP_LABELS if name not in ("response_code", "grpc_response_status"))
 
 _UNKNOWN = "unknown"
-_NOBODY = Workload()
 # A client can put anything in the peer-metadata header, so identities are attacker-controlled: past this many
 # series a new identity is folded into `unknown` (totals stay right, only the identity labels are lost).
 DEFAULT_MAX_SERIES = 5000
@@ -312,7 +311,7 @@ class IstioMetrics:
         status, flags = cast(int, key[3]), cast(str, key[4])
         if len(self._http) + len(self._tcp) >= self._max_series:
             self._overflow += 1
-            src = dst = _NOBODY
+            src = dst = UNKNOWN
             key = (direction, src, dst, *key[3:])
             existing = self._http.get(key)
             if existing is not None:
@@ -341,7 +340,7 @@ class IstioMetrics:
             src, dst = hop.source, hop.destination
             if len(self._http) + len(self._tcp) >= self._max_series:
                 self._overflow += 1
-                src = dst = _NOBODY
+                src = dst = UNKNOWN
                 key = (hop.direction, src, dst, hop.response_flags)
             series = self._tcp.get(key)
             if series is None:

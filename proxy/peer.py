@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, unquote
 
-from .hop import Workload
+from .hop import UNKNOWN, Workload
 
 __all__ = ["PEER_HEADER", "decode_peer", "encode_peer", "workload_from_env"]
 
@@ -31,7 +31,6 @@ _FIELD_SET: Final = frozenset(_FIELDS)
 # header `encode_peer` can produce for sane names decodable while bounding what a hostile client can send.
 MAX_HEADER_LENGTH: Final = 8192
 MAX_VALUE_LENGTH: Final = 253             # a DNS name; also bounds what lands in metric labels and logs
-_NOBODY: Final = Workload()
 
 
 @lru_cache(maxsize=256)
@@ -58,14 +57,14 @@ def encode_peer(workload: Workload) -> str:
 def decode_peer(value: str | bytes | None) -> Workload:
     """The workload a peer announced, or `Workload()` when the value is missing or malformed."""
     if not value:
-        return _NOBODY
+        return UNKNOWN
     if isinstance(value, bytes):
         try:
             value = value.decode("ascii")
         except UnicodeDecodeError:
-            return _NOBODY
+            return UNKNOWN
     if len(value) > MAX_HEADER_LENGTH:
-        return _NOBODY
+        return UNKNOWN
     return _decode_cached(value)
 
 
@@ -80,18 +79,18 @@ def _decode_cached(value: str) -> Workload:
         name, sep, raw = item.partition("=")
         name = name.strip()
         if not sep or not name:
-            return _NOBODY
+            return UNKNOWN
         if name not in _FIELD_SET or name in fields:
             continue  # a newer peer may send fields we do not know; the first of duplicates wins
         try:
             text = unquote(raw.strip(), errors="strict")
         except UnicodeDecodeError:
-            return _NOBODY
+            return UNKNOWN
         if len(text) > MAX_VALUE_LENGTH or not text.isprintable():
-            return _NOBODY
+            return UNKNOWN
         if text:
             fields[name] = text
-    return Workload(**fields) if fields else _NOBODY
+    return Workload(**fields) if fields else UNKNOWN
 
 
 def _first(env: Mapping[str, str], *names: str) -> str | None:

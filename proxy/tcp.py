@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from .hop import Direction, Hop, HopObserver, Workload
+from .hop import UNKNOWN, Direction, Hop, HopObserver, Workload
 
 __all__ = ["TcpConnectionCounters", "TcpObserver", "serve_tcp"]
 
@@ -322,8 +322,8 @@ async def serve_tcp(listen_host: str, listen_port: int, upstream_host: str, upst
     Closing the returned server stops accepting; connections in flight carry on until their peers close.
     """
     config = _Config(upstream_host=upstream_host, upstream_port=upstream_port, metrics=metrics,
-                     observers=tuple(observers), direction=direction, source=source or Workload(),
-                     destination=destination or Workload(), connect_timeout=connect_timeout,
+                     observers=tuple(observers), direction=direction, source=source or UNKNOWN,
+                     destination=destination or UNKNOWN, connect_timeout=connect_timeout,
                      report_interval=report_interval, upstream_cluster=upstream_cluster)
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: _Downstream(config), listen_host, listen_port)
