@@ -40,15 +40,15 @@ class Route:
 
 # One is built per request. Not frozen: a frozen dataclass pays an object.__setattr__ call per field; and its own
 # __init__, not the dataclass one: compiled, the generated __init__ is interpreted code (about 2.4k instructions per
-# decision), a written one is native. Nothing changes a decision once made.
+# decision), a written one is native; the defaults are its. Nothing changes a decision once made.
 @dataclass(slots=True, init=False)
 class RouteDecision:
     route: Route
     target: bytes                   # request target to send upstream (origin-form)
     authority: bytes                # Host the upstream sees
-    rewrite_host: bool = False      # True when `authority` replaces the incoming Host (absolute-form requests)
-    policy: RoutePolicy | None = None   # Istio rules: header edits, fault, retries (None: plain forwarding)
-    no_host: bool = False           # the cluster has no host to send to: 503 `UH`
+    rewrite_host: bool              # True when `authority` replaces the incoming Host (absolute-form requests)
+    policy: RoutePolicy | None      # Istio rules: header edits, fault, retries (None: plain forwarding)
+    no_host: bool                   # the cluster has no host to send to: 503 `UH`
 
     def __init__(self, route: Route, target: bytes, authority: bytes, rewrite_host: bool = False,  # noqa: PLR0917
                  policy: RoutePolicy | None = None, no_host: bool = False) -> None:
