@@ -14,7 +14,8 @@ the machine's load drifts between one path's run and the next. So every path, di
 path's runs, `+p99` the median of (path p99 - the direct p99 measured just before it), and each run's pair is
 printed. The throughput ratios (sidecar/nginx and the others) are taken from `--rounds` more saturated runs made
 after every path was measured, all paths still running, one path after another in each round: each round's ratio
-compares two runs made a minute apart at most, and the median of the rounds' ratios is reported. `--realtime` runs
+compares two runs of the same round (40 s for all eight paths at --duration 5), and the median of the rounds'
+ratios is reported. `--realtime` runs
 every process of every path (nginx, haproxy, the sidecar, wrk) under SCHED_FIFO (`chrt
 -f`), so other tenants' CPU-bound work cannot preempt any of them: what remains is the path's own cost and the
 scheduling among its own processes. Both apply to every path alike.
