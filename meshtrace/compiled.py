@@ -40,6 +40,7 @@ MODULES = (
     "meshtrace.proxy.peer",
     "meshtrace.proxy.policy",
     "meshtrace.proxy.pool",
+    "meshtrace.proxy.reports",
     "meshtrace.proxy.request_id",
     "meshtrace.proxy.retry",
     "meshtrace.proxy.router",

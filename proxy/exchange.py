@@ -12,12 +12,13 @@ The request body may keep arriving during all of this: before `attached` it is b
 paused beyond `max_pending_body`), afterwards written straight to the upstream, re-framed. Upstream trouble
 before the response head becomes a local reply with Envoy's flag (UF 503, UC 503, UT 504, UPE 502); after the
 head has gone out nothing can be said any more, so the downstream connection is reset and the flag recorded.
-`finish()` runs exactly once: it ends the span, reports the Hop and hands the connection back its turn.
+`finish()` runs exactly once: it takes the hop's end times, hands the connection back its turn and queues the
+hop's report (Istio counters, span end, observers), which runs after the loop's current batch of I/O
+(proxy.reports).
 """
 
 from __future__ import annotations
 
-import logging
 from time import perf_counter_ns, time_ns  # bound: compiled, `time.x()` is a module getattr, then the call
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange"]
 
-logger = logging.getLogger("meshtrace.proxy")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -71,6 +71,7 @@ class Exchange:
         "ctx",
         "decision",
         "destination",
+        "end_ns",
         "finished",
         "flags",
         "head",
@@ -104,6 +105,7 @@ class Exchange:
         "upgrade_tail",
         "upstream",
         "upstream_address",
+        "upstream_done_ns",
         "upstream_ns",
         "waiting",
     )
@@ -139,6 +141,8 @@ class Exchange:
         self.tunnel = False
         self.upgrade_tail: bytes | None = None
         self.upstream_ns = 0
+        self.upstream_done_ns = 0               # when it finished, on the same clock (its report may run later)
+        self.end_ns = 0
         self._span: trace.Span | None = None
         self._trace_context: Context | None = None
         # The trace header block sent upstream and the hex trace and span ids it holds (for the hop record).
@@ -820,14 +824,16 @@ class Exchange:
             self._release_limits(self.limits)
         if self._attempt is not None:
             self._end_attempt(self.status, flags.join(self.flags) if self.flags else "")
-        end_ns = time_ns()
-        try:
-            self._report(end_ns)
-        except Exception:
-            logger.exception("recording a hop failed")
+        # The hop's times are taken now; its telemetry runs once the responses of this batch of reads are out.
+        self.end_ns = time_ns()
+        if self.upstream_ns:
+            self.upstream_done_ns = perf_counter_ns()
         self.conn.exchange_done(self)
+        self.ctx.reports.add(self)
 
-    def _report(self, end_ns: int) -> None:
+    def report(self) -> None:
+        """The finished hop's Istio counters, span and observers (from the listener's ReportQueue)."""
+        end_ns = self.end_ns
         ctx = self.ctx
         decision = self.decision
         if ctx.inbound:
@@ -853,7 +859,7 @@ class Exchange:
         hmap = head.hmap
         upstream_ms = None
         if self.upstream_ns and status and not self.flags:
-            upstream_ms = (perf_counter_ns() - self.upstream_ns) / 1e6
+            upstream_ms = (self.upstream_done_ns - self.upstream_ns) / 1e6
         # A sidecar sees the same few authorities over and over: each is decoded once (bounded, as _SPAN_NAMES).
         authority = _AUTHORITIES.get(self.authority)
         if authority is None:

@@ -15,6 +15,7 @@ from .hop import Direction, Hop, HopObserver, Workload
 from .metrics import IstioMetrics
 from .peer import PEER_HEADER, encode_peer
 from .pool import PoolSet
+from .reports import ReportQueue
 from .router import Router
 from .tracing import HopTracer
 
@@ -59,6 +60,8 @@ class ListenerContext:
     # others get a Hop; with none of those and no span the exchange makes no Hop at all.
     counter: IstioMetrics | None = field(init=False)
     hop_observers: tuple[HopObserver, ...] = field(init=False)
+    # Finished exchanges whose telemetry runs after the loop's current batch of I/O (proxy.reports).
+    reports: ReportQueue = field(init=False)
     _drops: dict[tuple[bool, bytes], frozenset[bytes]] = field(init=False, default_factory=dict)
     # Connection value -> response_drop plus its names, for the one or two values upstreams repeat (nginx's
     # `keep-alive`): read inline by the exchange, filled by drop_with.
@@ -68,6 +71,7 @@ class ListenerContext:
         self.peer_header = PEER_HEADER.encode()
         self.peer_value = encode_peer(self.identity).encode("latin-1")
         self.inbound = self.direction == "inbound"
+        self.reports = ReportQueue(self.loop)
         self.observers = observers = tuple(self.observers)     # fixed from here on: `counter` is chosen once
         self.counter = next((o for o in observers if type(o) is IstioMetrics), None)
         self.hop_observers = tuple(o for o in observers if o is not self.counter)

@@ -168,6 +168,9 @@ class Sidecar:
         for listener in self.listeners:
             listener.stop_accepting()
             listener.stop_sweeping()
+            # Queued reports now, and from here on as each exchange ends (the aborts below end theirs on a later
+            # turn of the loop, which may be its last before the spans are flushed).
+            listener.context.reports.close()
             for conn in list(listener.context.connections):
                 conn.abort()  # type: ignore[attr-defined]
         for server in self.tcp_servers:

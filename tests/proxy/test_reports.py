@@ -1,0 +1,123 @@
+"""Hop reports run after the loop's current batch of I/O callbacks (proxy.reports): every response of a batch goes
+out before any of the batch's telemetry, none is lost, and one failing report does not stop the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+import uvloop
+
+from meshtrace.proxy.reports import ReportQueue
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+
+
+class _Finished:
+    """Stands in for a finished exchange: its report appends to the shared log (or raises)."""
+
+    def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
+        self.name, self.log, self.fail = name, log, fail
+
+    def report(self) -> None:
+        if self.fail:
+            raise RuntimeError(f"{self.name} cannot be recorded")
+        self.log.append(f"report {self.name}")
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
+    new_loop = LOOPS[request.param]()
+    try:
+        yield new_loop
+    finally:
+        new_loop.close()
+
+
+def _finish_batch(queue: ReportQueue, log: list[str], names: str) -> None:
+    """What one batch of upstream reads does: each answers its client, then finishes its exchange."""
+    for name in names:
+        log.append(f"write {name}")
+        queue.add(_Finished(name, log))
+
+
+def test_a_batch_writes_every_response_before_any_report(loop: asyncio.AbstractEventLoop) -> None:
+    log: list[str] = []
+    queue = ReportQueue(loop)
+
+    async def main() -> None:
+        loop.call_soon(_finish_batch, queue, log, "abc")
+        await asyncio.sleep(0.01)           # the next turns of the loop: the reports ran before them
+
+    loop.run_until_complete(main())
+    assert log == ["write a", "write b", "write c", "report a", "report b", "report c"]
+
+
+def test_reports_run_before_anything_read_after_the_batch(loop: asyncio.AbstractEventLoop) -> None:
+    """A /metrics scrape or the client's next request is read on a later turn: the report is in by then."""
+    log: list[str] = []
+    queue = ReportQueue(loop)
+
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer.write(b"x")
+        await writer.drain()
+        await reader.read(1)
+        log.append("client has its reply")
+        writer.close()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        log.append("read")
+        _finish_batch(queue, log, "a")
+        writer.write(b"y")                  # the client's reply only now: what it triggers comes after "report a"
+        await writer.drain()
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(on_client, "127.0.0.1", 0))
+    try:
+        loop.run_until_complete(main())
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+    assert log == ["read", "write a", "report a", "client has its reply"]
+
+
+def test_a_failing_report_is_logged_and_the_rest_still_run(loop: asyncio.AbstractEventLoop,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    log: list[str] = []
+    queue = ReportQueue(loop)
+
+    def batch() -> None:
+        queue.add(_Finished("a", log))
+        queue.add(_Finished("b", log, fail=True))
+        queue.add(_Finished("c", log))
+
+    async def main() -> None:
+        loop.call_soon(batch)
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.ERROR, logger="meshtrace.proxy"):
+        loop.run_until_complete(main())
+    assert log == ["report a", "report c"]
+    assert "recording a hop failed" in caplog.text
+    assert "b cannot be recorded" in caplog.text
+
+
+def test_close_reports_what_is_queued_and_then_each_at_once(loop: asyncio.AbstractEventLoop) -> None:
+    """A closing listener's last reports must not wait for a turn of the loop that may never come."""
+    log: list[str] = []
+    queue = ReportQueue(loop)
+    queue.add(_Finished("a", log))
+    queue.add(_Finished("b", log))
+    assert log == []                        # queued: the loop has not turned
+    queue.close()
+    assert log == ["report a", "report b"]
+    queue.add(_Finished("c", log))
+    assert log == ["report a", "report b", "report c"]
+    loop.run_until_complete(asyncio.sleep(0.01))   # the run scheduled before close finds nothing left
+    assert log == ["report a", "report b", "report c"]
