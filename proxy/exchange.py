@@ -13,7 +13,7 @@ paused beyond `max_pending_body`), afterwards written straight to the upstream, 
 before the response head becomes a local reply with Envoy's flag (UF 503, UC 503, UT 504, UPE 502); after the
 head has gone out nothing can be said any more, so the downstream connection is reset and the flag recorded.
 `finish()` runs exactly once: it takes the hop's end times, hands the connection back its turn and queues the
-hop's report (Istio counters, span end, observers), which runs after the loop's current batch of I/O
+hop's report (Istio counters, span end, observers), which runs once the listener's responses in flight are out
 (proxy.reports).
 """
 
@@ -171,6 +171,7 @@ class Exchange:
         """Route, open the span, build the upstream head, and get a connection. Runs at the queue front."""
         self.started = True
         ctx = self.ctx
+        ctx.reports.in_flight += 1
         head = self.head
         hmap = head.hmap
         if head.method == b"CONNECT":
@@ -829,7 +830,10 @@ class Exchange:
         if self.upstream_ns:
             self.upstream_done_ns = perf_counter_ns()
         self.conn.exchange_done(self)
-        self.ctx.reports.add(self)
+        reports = self.ctx.reports
+        if self.started:        # as start() counted it (an exchange dropped before its start never finishes)
+            reports.in_flight -= 1
+        reports.add(self)
 
     def report(self) -> None:
         """The finished hop's Istio counters, span and observers (from the listener's ReportQueue)."""

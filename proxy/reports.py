@@ -1,17 +1,21 @@
-"""Hop reports (the Istio counters, the hop span's end, the access log) run after the loop's current batch of I/O.
+"""Hop reports (the Istio counters, the hop span's end, the access log) run when the listener's responses are out.
 
 Theory of operation. When an exchange finishes, its response is already written; what is left is telemetry, a
-third of a traced request's instructions. Run inline, it delays every response the loop picked up in the same
-batch of events: at a steady 1000 req/s, requests arrive in bunches (a load generator's timer tick, a client
-fanning out), and the third response of a bunch would wait for the first two's spans to be encoded. So
-`Exchange.finish` hands the exchange to its listener's `ReportQueue`, whose first report of a batch schedules `run`
-with `call_soon`: the loop runs it once the callbacks of the events it is handling are done, before it polls for
-more (uvloop's ready callbacks run before its next poll; asyncio's after the batch's own I/O callbacks). So a
-report still lands before anything that arrives after its response is read (a /metrics scrape, the client's next
-request), and the times it reports were taken when the exchange finished, not when the report runs.
+third of a traced request's instructions. Run inline, it delays every response still to come: at a steady
+1000 req/s requests arrive in bunches (a load generator's timer tick, a client fanning out), and the loop's time
+in the slowest 1% of requests was the other requests' callbacks, so the third response of a bunch waited for the
+first two's spans to be encoded. So `Exchange.finish` hands the exchange to its listener's `ReportQueue`, which
+runs the reports once no other exchange of the listener is in flight (`in_flight`, kept by `Exchange.start` and
+`finish`): the last response of a bunch schedules `run` with `call_soon`, and the loop runs it once the callbacks
+of the events it is handling are done, before it polls for more (uvloop's ready callbacks run before its next
+poll; asyncio's after the batch's own I/O callbacks). Two bounds keep reports from waiting on traffic that never
+pauses (saturation, a long download or WebSocket in flight): `MAX_QUEUED` reports, or `MAX_DELAY` seconds after
+the first of them.
 
-`close()` runs what is queued and makes later reports run inline: once the listener stops, the loop may not turn
-again before the process flushes its spans and exits.
+So a report lands before anything that arrives after the listener went quiet is read (a /metrics scrape, the
+client's next request), at most `MAX_DELAY` late under load, and the times it reports were taken when the
+exchange finished, not when the report runs. `close()` runs what is queued and makes later reports run inline:
+once the listener stops, the loop may not turn again before the process flushes its spans and exits.
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ import asyncio
 import logging
 from typing import Protocol
 
-__all__ = ["ReportQueue", "Reportable"]
+__all__ = ["MAX_DELAY", "MAX_QUEUED", "ReportQueue", "Reportable"]
+
+#: Reports run at the latest this long after the first of them was queued (seconds), ...
+MAX_DELAY = 0.005
+#: ... or once this many are queued.
+MAX_QUEUED = 64
 
 logger = logging.getLogger("meshtrace.proxy")
 
@@ -42,25 +51,39 @@ def _report(exchange: Reportable) -> None:
 class ReportQueue:
     """One listener's finished exchanges waiting for their reports."""
 
-    __slots__ = ("_closed", "_loop", "_queued", "_run")
+    __slots__ = ("_closed", "_deadline", "_loop", "_queued", "_run", "_soon", "in_flight")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._queued: list[Reportable] = []
         self._closed = False
+        self._soon = False                              # `run` is scheduled for the loop's next turn
+        self._deadline: asyncio.TimerHandle | None = None   # `run` at MAX_DELAY, while exchanges are in flight
         self._run = self.run        # bound once: one fewer allocation per batch
+        #: The listener's exchanges started and not yet finished.
+        self.in_flight = 0
 
     def add(self, exchange: Reportable) -> None:
+        """Queue a finished exchange's report (`in_flight` no longer counting it)."""
         if self._closed:
             _report(exchange)
             return
         queued = self._queued
         queued.append(exchange)
-        if len(queued) == 1:
-            self._loop.call_soon(self._run)
+        if self.in_flight <= 0 or len(queued) >= MAX_QUEUED:
+            if not self._soon:
+                self._soon = True
+                self._loop.call_soon(self._run)
+        elif self._deadline is None:
+            self._deadline = self._loop.call_later(MAX_DELAY, self._run)
 
     def run(self) -> None:
         """Report every queued exchange, in the order they finished."""
+        self._soon = False
+        deadline = self._deadline
+        if deadline is not None:
+            self._deadline = None
+            deadline.cancel()
         queued = self._queued
         if queued:
             self._queued = []

@@ -1,16 +1,18 @@
-"""Hop reports run after the loop's current batch of I/O callbacks (proxy.reports): every response of a batch goes
-out before any of the batch's telemetry, none is lost, and one failing report does not stop the others."""
+"""Hop reports run once the listener's responses are out (proxy.reports): every response of a batch, and of a bunch
+still in flight, goes out before any of their telemetry; none waits longer than MAX_DELAY or MAX_QUEUED; none is
+lost, and one failing report does not stop the others."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import uvloop
 
-from meshtrace.proxy.reports import ReportQueue
+from meshtrace.proxy.reports import MAX_DELAY, MAX_QUEUED, ReportQueue
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
@@ -121,3 +123,68 @@ def test_close_reports_what_is_queued_and_then_each_at_once(loop: asyncio.Abstra
     assert log == ["report a", "report b", "report c"]
     loop.run_until_complete(asyncio.sleep(0.01))   # the run scheduled before close finds nothing left
     assert log == ["report a", "report b", "report c"]
+
+
+def test_reports_wait_until_the_last_response_in_flight_is_out(loop: asyncio.AbstractEventLoop) -> None:
+    """A bunch answered over several turns of the loop: its reports run together after the last response."""
+    log: list[str] = []
+    queue = ReportQueue(loop)
+    queue.in_flight = 3
+
+    def answer(name: str) -> None:
+        log.append(f"write {name}")
+        queue.in_flight -= 1
+        queue.add(_Finished(name, log))
+
+    async def main() -> None:
+        for name in "abc":
+            loop.call_soon(answer, name)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)          # turns of the loop between the responses
+        await asyncio.sleep(0.001)
+
+    loop.run_until_complete(main())
+    assert log == ["write a", "write b", "write c", "report a", "report b", "report c"]
+
+
+def test_a_request_that_stays_in_flight_delays_reports_by_max_delay_at_most(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """A long download or a WebSocket in flight must not hold the other requests' metrics back."""
+    log: list[str] = []
+    queue = ReportQueue(loop)
+    queue.in_flight = 1                     # never finishes here
+    reported_at: list[float] = []
+
+    class _Timed(_Finished):
+        def report(self) -> None:
+            reported_at.append(time.monotonic())
+            super().report()
+
+    async def main() -> float:
+        queued_at = time.monotonic()
+        queue.add(_Timed("a", log))
+        await asyncio.sleep(MAX_DELAY / 5)
+        assert log == []                    # still waiting for the one in flight
+        await asyncio.sleep(MAX_DELAY * 4)
+        return queued_at
+
+    queued_at = loop.run_until_complete(main())
+    assert log == ["report a"]
+    assert MAX_DELAY * 0.9 <= reported_at[0] - queued_at < MAX_DELAY * 4
+
+
+def test_a_full_queue_reports_without_waiting(loop: asyncio.AbstractEventLoop) -> None:
+    """At saturation something is always in flight: every MAX_QUEUED reports run on the loop's next turn."""
+    log: list[str] = []
+    queue = ReportQueue(loop)
+    queue.in_flight = 50
+
+    async def main() -> None:
+        for i in range(MAX_QUEUED):
+            queue.add(_Finished(str(i), log))
+        assert log == []
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+    assert log == [f"report {i}" for i in range(MAX_QUEUED)]
