@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["MAX_DELAY", "MAX_QUEUED", "ReportQueue", "Reportable"]
@@ -51,15 +52,17 @@ def _report(exchange: Reportable) -> None:
 class ReportQueue:
     """One listener's finished exchanges waiting for their reports."""
 
-    __slots__ = ("_closed", "_deadline", "_loop", "_queued", "_run", "_soon", "in_flight")
+    __slots__ = ("_call_later", "_call_soon", "_closed", "_deadline", "_queued", "_run", "_soon", "in_flight")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Bound once (as `_run` below): each lookup on the loop would make a new bound method.
+        self._call_soon: Callable[[Callable[[], None]], object] = loop.call_soon
+        self._call_later: Callable[[float, Callable[[], None]], asyncio.TimerHandle] = loop.call_later
         self._queued: list[Reportable] = []
         self._closed = False
         self._soon = False                              # `run` is scheduled for the loop's next turn
         self._deadline: asyncio.TimerHandle | None = None   # `run` at MAX_DELAY, while exchanges are in flight
-        self._run = self.run        # bound once: one fewer allocation per batch
+        self._run = self.run
         #: The listener's exchanges started and not yet finished.
         self.in_flight = 0
 
@@ -73,9 +76,9 @@ class ReportQueue:
         if self.in_flight <= 0 or len(queued) >= MAX_QUEUED:
             if not self._soon:
                 self._soon = True
-                self._loop.call_soon(self._run)
+                self._call_soon(self._run)
         elif self._deadline is None:
-            self._deadline = self._loop.call_later(MAX_DELAY, self._run)
+            self._deadline = self._call_later(MAX_DELAY, self._run)
 
     def run(self) -> None:
         """Report every queued exchange, in the order they finished."""
