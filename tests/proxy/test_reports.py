@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import uvloop
+from proxy_harness import RawServer, SidecarThread, raw_exchange, read_head, sidecar_config
 
 from meshtrace.proxy.reports import MAX_DELAY, MAX_QUEUED, ReportQueue
 
@@ -163,14 +166,19 @@ def test_a_request_that_stays_in_flight_delays_reports_by_max_delay_at_most(
     async def main() -> float:
         queued_at = time.monotonic()
         queue.add(_Timed("a", log))
-        await asyncio.sleep(MAX_DELAY / 5)
-        assert log == []                    # still waiting for the one in flight
-        await asyncio.sleep(MAX_DELAY * 4)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert log == []                    # the loop's next turns: still waiting for the one in flight
+        for _ in range(1000):
+            if log:
+                break
+            await asyncio.sleep(0.001)
         return queued_at
 
     queued_at = loop.run_until_complete(main())
     assert log == ["report a"]
-    assert MAX_DELAY * 0.9 <= reported_at[0] - queued_at < MAX_DELAY * 4
+    # MAX_DELAY after it was queued (the loop's timers round to its millisecond clock), not a second later.
+    assert MAX_DELAY / 2 <= reported_at[0] - queued_at < 1.0
 
 
 def test_a_full_queue_reports_without_waiting(loop: asyncio.AbstractEventLoop) -> None:
@@ -188,3 +196,49 @@ def test_a_full_queue_reports_without_waiting(loop: asyncio.AbstractEventLoop) -
 
     loop.run_until_complete(main())
     assert log == [f"report {i}" for i in range(MAX_QUEUED)]
+
+
+def test_every_way_an_exchange_ends_takes_it_out_of_flight() -> None:
+    """A count left above zero would hold every later report back by MAX_DELAY: each ending must undo its start."""
+    release = threading.Event()
+
+    def upstream(sock: socket.socket) -> None:
+        head = read_head(sock)
+        path = head.split(b" ", 2)[1]
+        if path == b"/ok":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        elif path == b"/cut":           # the head, then the connection drops mid-body: UC after the head
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        elif path in (b"/hang", b"/slow"):  # no answer before the route timeout (504 UT) or the client leaves (DC)
+            release.wait(5)
+        # /drop: closed with no answer at all: 503 UC
+
+    server = RawServer(upstream)
+    proxy = SidecarThread(sidecar_config(server.port, upstream_timeout=0.3))
+    port = proxy.port()
+    try:
+        answers = {path: raw_exchange(port, b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % path,
+                                         timeout=3)
+                   for path in (b"/ok", b"/cut", b"/hang", b"/drop")}
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(0.1)             # in flight upstream when the client goes away
+        malformed = raw_exchange(port, b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        connect = raw_exchange(port, b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nConnection: close\r\n\r\n", timeout=3)
+        hops = proxy.wait_hops(7)
+
+        async def in_flight() -> list[int]:
+            return [listener.context.reports.in_flight for listener in proxy.sidecar.listeners]
+
+        assert proxy.call(in_flight()) == [0]
+    finally:
+        release.set()
+        proxy.close()
+        server.close()
+    assert answers[b"/ok"].startswith(b"HTTP/1.1 200 ")
+    assert answers[b"/hang"].startswith(b"HTTP/1.1 504 ")
+    assert answers[b"/drop"].startswith(b"HTTP/1.1 503 ")
+    assert malformed.startswith(b"HTTP/1.1 400 ")
+    assert connect.startswith(b"HTTP/1.1 405 ")
+    # /ok, /cut, /hang, /drop, /slow, the malformed request (answered, never forwarded), CONNECT (405)
+    assert sorted(hop.response_flags for hop in hops) == sorted(["-", "UC", "UT", "UC", "DC", "DPE", "-"])
