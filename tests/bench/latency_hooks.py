@@ -3,20 +3,24 @@
 They wrap the two protocol callbacks a proxied request runs in (the downstream read that parses the request and
 writes it upstream; the upstream read that writes the response back) and the transports' writes inside them, and
 pair the two callbacks of each request when only one request is in flight (true for most requests at 1000 req/s).
-At exit they write percentiles (µs) as JSON to $MESHTRACE_LATENCY_HOOKS_OUT. Not for production: each hook costs
-about a microsecond.
+They also time each hop's report (`Exchange.report`, run after the responses by proxy.reports) and pair every
+request's two callbacks by its downstream connection, in flight alone or not, to tell what fills the wait for the
+upstream's answer: for each request, the time the loop spent in other requests' callbacks and reports during that
+wait. At exit they write percentiles (µs) as JSON to $MESHTRACE_LATENCY_HOOKS_OUT. Not for production: each hook
+costs about a microsecond.
 """
 
 from __future__ import annotations
 
 import atexit
+import bisect
 import json
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from meshtrace.proxy import connection, upstream
+from meshtrace.proxy import connection, exchange, upstream
 
 _now = time.perf_counter
 SKIP = 200                                    # the first requests warm caches and pools: left out
@@ -43,8 +47,8 @@ class _TimedTransport:
         return getattr(self._transport, name)
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(v * 1e6 for v in values[SKIP:])
+def _percentiles(values: list[float], skip: int = SKIP) -> dict[str, float]:
+    ordered = sorted(v * 1e6 for v in values[skip:])
     if not ordered:
         return {"n": 0}
     def at(q: float) -> float:
@@ -52,11 +56,44 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 1)}
 
 
+def _busy(callbacks: list[tuple[float, float]], starts: list[float], low: float, high: float) -> float:
+    """Seconds of `callbacks` (sorted (start, end) pairs; `starts` their starts) that fall inside (low, high)."""
+    total = 0.0
+    i = bisect.bisect_left(starts, low)
+    while i < len(callbacks) and callbacks[i][0] < high:
+        total += min(callbacks[i][1], high) - callbacks[i][0]
+        i += 1
+    return total
+
+
+def waits(requests: list[tuple[float, float, float, float]], reports: list[tuple[float, float]],
+          ) -> dict[str, list[float]]:
+    """Every request's wait for the upstream's answer, and the loop's time in other callbacks during it.
+
+    `requests`: (request callback start, its end, response callback start, its end) per request; `reports`: (start,
+    end) of each report."""
+    callbacks = sorted([(r[0], r[1]) for r in requests] + [(r[2], r[3]) for r in requests] + reports)
+    starts = [c[0] for c in callbacks]
+    result: dict[str, list[float]] = {"wait for upstream, all": [], "others' callbacks in it": [],
+                                      "slowest 1%: wait": [], "slowest 1%: others' callbacks": []}
+    for r in requests:
+        result["wait for upstream, all"].append(r[2] - r[1])
+        result["others' callbacks in it"].append(_busy(callbacks, starts, r[1], r[2]))
+    slowest = sorted(requests, key=lambda r: r[3] - r[0])[-max(1, len(requests) // 100):]
+    for r in slowest:
+        result["slowest 1%: wait"].append(r[2] - r[1])
+        result["slowest 1%: others' callbacks"].append(_busy(callbacks, starts, r[1], r[2]))
+    return result
+
+
 def install() -> None:
     samples: dict[str, list[float]] = {name: [] for name in (
         "request callback", "write upstream", "upstream round trip", "response callback", "write downstream",
-        "in sidecar")}
+        "in sidecar", "report")}
     state = {"open": 0, "begin": 0.0, "sent": 0.0}
+    sent_at: dict[int, tuple[float, float]] = {}            # downstream connection -> its request's callback
+    requests: list[tuple[float, float, float, float]] = []
+    reports: list[tuple[float, float]] = []
 
     down_received: Callable[..., None] = connection.DownstreamConnection.data_received
     up_received: Callable[..., None] = upstream.UpstreamConnection.data_received
@@ -68,11 +105,16 @@ def install() -> None:
         samples["request callback"].append(sent - begin)
         state["open"] += 1
         state["begin"], state["sent"] = begin, sent
+        sent_at[id(self)] = (begin, sent)
 
     def on_response_read(self: Any, data: bytes) -> None:
+        user = self.user
         begin = _now()
         up_received(self, data)
         end = _now()
+        request = sent_at.pop(id(user.conn), None) if user is not None else None
+        if request is not None:
+            requests.append((*request, begin, end))
         if state["open"] == 1:                # one request in flight: this read answers it
             samples["upstream round trip"].append(begin - state["sent"])
             samples["response callback"].append(end - begin)
@@ -86,7 +128,17 @@ def install() -> None:
             made(self, _TimedTransport(transport, samples[key]))
         cls.connection_made = connection_made
 
+    report: Callable[..., None] = exchange.Exchange.report
+
+    def timed_report(self: Any) -> None:
+        begin = _now()
+        report(self)
+        end = _now()
+        samples["report"].append(end - begin)
+        reports.append((begin, end))
+
     connection.DownstreamConnection.data_received = on_request_read  # type: ignore[method-assign]
+    exchange.Exchange.report = timed_report  # type: ignore[method-assign]
     upstream.UpstreamConnection.data_received = on_response_read  # type: ignore[method-assign]
     wrap_made(connection.DownstreamConnection, "write downstream")
     wrap_made(upstream.UpstreamConnection, "write upstream")
@@ -95,5 +147,9 @@ def install() -> None:
         out = os.environ.get("MESHTRACE_LATENCY_HOOKS_OUT")
         if out:
             with open(out, "w") as f:
-                json.dump({name: _percentiles(values) for name, values in samples.items()}, f)
+                kept = requests[SKIP:]
+                first = kept[0][0] if kept else 0.0
+                parts = {**samples, **waits(kept, [r for r in reports if r[0] >= first])}
+                json.dump({name: _percentiles(values, skip=0 if name not in samples else SKIP)
+                           for name, values in parts.items()}, f)
     atexit.register(dump)

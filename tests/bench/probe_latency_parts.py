@@ -5,11 +5,15 @@ and wrk: `make bench-deps`). It starts an nginx upstream, nginx as a reverse pro
 `latency_hooks` loaded (through a generated sitecustomize), then makes the same paced wrk runs as bench_proxy.py
 against each, every run right after one straight to the upstream. It prints wrk's p50/p99 per path and, from inside
 the sidecar, per request: the callback that parses the request and writes it upstream, that write alone, the wait
-for the upstream's answer, the callback that writes the response back, that write alone, and the whole time in the
-sidecar. What it showed on the 2-vCPU nested-virtualisation machines this project runs on: each write that wakes a
-sleeping peer costs 25-40 µs at p50 (nginx pays the same), and the Python around them runs 2-3 times slower per
-request at 1000 req/s than at saturation (cold caches after every idle wait), which is where most of the gap to
-nginx's p99 comes from.
+for the upstream's answer, the callback that writes the response back, that write alone, the whole time in the
+sidecar, and the hop's report (run after the responses, proxy.reports). Then, for every request and for the slowest
+1% by time in the sidecar: the wait for the upstream's answer, and how much of it the loop spent in other requests'
+callbacks and reports. What it showed on the 2-vCPU nested-virtualisation machines this project runs on: each write
+that wakes a sleeping peer costs 25-40 µs at p50 (nginx pays the same); the Python around them runs 2-3 times
+slower per request at 1000 req/s than at saturation (cold caches after every idle wait); and the requests arrive in
+bunches (wrk fires its delayed requests on a millisecond timer), so two thirds of the waits hold other requests'
+callbacks, and in the slowest 1% those callbacks are most of the wait. That queueing is where most of the gap to
+nginx's p99 comes from: it grows with the loop's time per request.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from meshtrace.demo.processes import free_port
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("request callback", "write upstream", "upstream round trip", "response callback", "write downstream",
-         "in sidecar")
+         "in sidecar", "report")
+# Every request, alone in flight or not: the wait for the upstream's answer, and how much of it the loop spent in
+# other requests' callbacks and reports (at 1000 req/s requests arrive in bunches, so that is the tail).
+WAITS = ("wait for upstream, all", "others' callbacks in it", "slowest 1%: wait", "slowest 1%: others' callbacks")
 
 
 def paced(bench: Bench, name: str, port: int, runs: int, script: Path) -> None:
@@ -93,6 +100,11 @@ def main() -> int:
         row = parts[name]
         if row.get("n"):
             print(f"{name:<22} {row['n']:>7} {row['p50']:>7} {row['p90']:>7} {row['p99']:>7} {row['max']:>8}")
+    print("\nevery request (the slowest 1% by time in the sidecar), µs:")
+    for name in WAITS:
+        row = parts[name]
+        if row.get("n"):
+            print(f"{name:<30} {row['n']:>7} {row['p50']:>7} {row['p90']:>7} {row['p99']:>7} {row['max']:>8}")
     return 0
 
 
