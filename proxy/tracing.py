@@ -20,11 +20,21 @@ OTLP bytes (`HopWire`) and queues them, so neither the event loop nor the export
 an SDK span. Unsampled hops are a NonRecordingSpan either way. Any other pipeline (zipkin, file or console
 export, a user's processor, custom limits, a sampler that may read attributes) keeps the SDK span;
 tests/proxy/test_hop_wire.py holds both paths' exports equal.
+
+Made ahead of time. Most requests at the edge, and every call an app makes without copying trace headers, start a
+root span on an empty context; its ids, sampling decision and header block depend on nothing the request says.
+`prepare()`, run when the loop is idle (after the hop reports, proxy.reports), makes up to `READY` such spans on the
+encoded lane with their header blocks, and `start()` hands one out for a request without trace headers, setting
+only its name and start time; `render()` then returns the block made with it. So a traced request without trace
+headers costs about what an untraced one does between reading the request and writing it upstream. They are
+dropped when the lane changes (the tracer's processors or config) and in a forked child (the parent hands out the
+same ones).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -47,7 +57,7 @@ from .hop_span import HopSpan
 from .hop_wire import HopWire, hop_error, protocol_version
 from .sampler import FORCE, ProxySampler
 
-__all__ = ["FORCE_TRACE_HEADERS", "HopTracer", "ProxySampler", "span_name"]
+__all__ = ["FORCE_TRACE_HEADERS", "READY", "HopTracer", "ProxySampler", "span_name"]
 
 FORCE_TRACE_HEADERS = (b"x-envoy-force-trace", b"x-client-trace-id")
 
@@ -60,6 +70,18 @@ _EMPTY = Context()      # immutable: the one context of every request without tr
 _UINT64 = (1 << 64) - 1
 # A SpanContext's fields, where it is a tuple (TUPLE_CONTEXT): trace id, span id, remote, flags, state, valid.
 _ContextFields = tuple[int, int, Any, int, Any, Any]   # only the ints are checked (and so native)
+#: Root spans `HopTracer.prepare` keeps made ahead of time, per listener.
+READY = 8
+# Bumped in a forked child: spans made ahead of time in the parent must not be handed out there too.
+_forks = [0]
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 def _header_to_inject(name: str) -> bytes | None:
@@ -117,6 +139,12 @@ class HopTracer:
         # The encoded lane of `tracer` (re-checked per span) and this listener's hop span encoder.
         self._lane: EncodedLane | None = None
         self._wire = HopWire(self.kind, self.static_attributes, self._authority)
+        # Root spans made ahead of time (`prepare`) with their rendered header blocks, the lane and fork count they
+        # were made under, and the last one handed out (its block is `render`'s answer for that span alone).
+        self._ready: list[tuple[trace.Span, tuple[bytes, str, str] | None]] = []
+        self._ready_lane: EncodedLane | None = None
+        self._ready_forks = 0
+        self._handed: tuple[trace.Span, tuple[bytes, str, str] | None] | None = None
 
     def start(self, hmap: Mapping[bytes, bytes], name: str, start_ns: int) -> tuple[trace.Span, Context]:
         """The hop's span, and the extracted context (debug, hints) that `inject` needs to say all of it again."""
@@ -132,6 +160,15 @@ class HopTracer:
         if lane is None or not lane.unchanged(self.tracer):
             lane = self._lane = encoded_lane(self.tracer)
         if lane is not None:
+            ready = self._ready
+            if (ready and context is _EMPTY and self._ready_lane is lane
+                    and self._ready_forks == _forks[0]):
+                made = self._handed = ready.pop(0)      # in the order they were drawn, as the SDK would
+                span = made[0]
+                if span.__class__ is HopSpan:
+                    span.name = name
+                    span.start_time = start_ns
+                return span, context
             started = lane.start(context)
             if started is not None:
                 span_context, parent, recording, sampled = started
@@ -175,6 +212,10 @@ class HopTracer:
         Baggage is left out: the incoming baggage headers pass through untouched (W3C: propagate unchanged),
         and so does `x-request-id`, which the connection manager owns.
         """
+        handed = self._handed
+        if handed is not None and handed[0] is span:
+            self._handed = None
+            return handed[1]    # made with the span, ahead of time (`prepare`)
         codes = self._codes
         if codes is None or (context and not _plain(context)):
             return None
@@ -204,6 +245,28 @@ class HopTracer:
         if render is None:
             render = self._blocks[index] = block(codes, _kind(index))
         return render(trace_id, span_id, parent_id, trace_state.to_header() if state else "")
+
+    def prepare(self) -> None:
+        """Make root spans ahead of time, with their header blocks, up to `READY` (see the module docstring); for
+        when the loop has nothing else to do. Nothing before the first span has set up the encoded lane."""
+        ready = self._ready
+        lane = self._lane
+        if lane is None or self._codes is None or not lane.unchanged(self.tracer):
+            ready.clear()
+            return
+        if self._ready_lane is not lane or self._ready_forks != _forks[0]:
+            ready.clear()
+            self._ready_lane = lane
+            self._ready_forks = _forks[0]
+        while len(ready) < READY:
+            started = lane.start(_EMPTY)
+            if started is None:
+                return      # a sampler whose root decision needs should_sample: the SDK span's way, per request
+            span_context, _, recording, sampled = started
+            span: trace.Span = (HopSpan(span_context, None, "", 0, sampled, lane) if recording
+                                else NonRecordingSpan(span_context))
+            self._handed = None
+            ready.append((span, self.render(span, _EMPTY)))
 
     def inject(self, span: trace.Span, context: Context, out: Headers) -> None:
         """Append the configured trace headers for `span` to `out` (which must not hold any already), as
