@@ -16,6 +16,7 @@ from .metrics import IstioMetrics
 from .peer import PEER_HEADER, encode_peer
 from .pool import PoolSet
 from .reports import ReportQueue
+from .request_id import prefill
 from .router import Router
 from .tracing import HopTracer
 
@@ -72,6 +73,7 @@ class ListenerContext:
         self.peer_value = encode_peer(self.identity).encode("latin-1")
         self.inbound = self.direction == "inbound"
         self.reports = ReportQueue(self.loop)
+        self.reports.idle = self.prepare
         self.observers = observers = tuple(self.observers)     # fixed from here on: `counter` is chosen once
         self.counter = next((o for o in observers if type(o) is IstioMetrics), None)
         self.hop_observers = tuple(o for o in observers if o is not self.counter)
@@ -81,6 +83,12 @@ class ListenerContext:
         self.request_drop = drop | TRACE_HEADERS if self.tracer is not None else drop
         # Stripped from every response: hop-by-hop headers and the peer header (read on the outbound side).
         self.response_drop = HOP_BY_HOP | {self.peer_header}
+
+    def prepare(self) -> None:
+        """For the next requests, when the loop is idle: request ids drawn, root spans made (proxy.reports)."""
+        prefill()
+        if self.tracer is not None:
+            self.tracer.prepare()
 
     def drop_with(self, response: bool, connection: bytes) -> frozenset[bytes]:
         """`request_drop`/`response_drop` plus the names a `Connection` value lists, cached: peers send the same

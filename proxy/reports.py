@@ -14,7 +14,8 @@ the first of them.
 
 So a report lands before anything that arrives after the listener went quiet is read (a /metrics scrape, the
 client's next request), at most `MAX_DELAY` late under load, and the times it reports were taken when the
-exchange finished, not when the report runs. `close()` runs what is queued and makes later reports run inline:
+exchange finished, not when the report runs. After each batch of reports `idle` runs too: the listener's work
+for the next requests (request ids drawn, root spans made ahead of time), done while the loop would wait anyway. `close()` runs what is queued and makes later reports run inline:
 once the listener stops, the loop may not turn again before the process flushes its spans and exits.
 """
 
@@ -52,7 +53,7 @@ def _report(exchange: Reportable) -> None:
 class ReportQueue:
     """One listener's finished exchanges waiting for their reports."""
 
-    __slots__ = ("_call_later", "_call_soon", "_closed", "_deadline", "_queued", "_run", "_soon", "in_flight")
+    __slots__ = ("_call_later", "_call_soon", "_closed", "_deadline", "_queued", "_run", "_soon", "idle", "in_flight")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Bound once (as `_run` below): each lookup on the loop would make a new bound method.
@@ -65,6 +66,9 @@ class ReportQueue:
         self._run = self.run
         #: The listener's exchanges started and not yet finished.
         self.in_flight = 0
+        #: Work for when the loop has nothing else to do, run after each batch of reports (ids and spans for the
+        #: next requests: proxy.listener).
+        self.idle: Callable[[], None] | None = None
 
     def add(self, exchange: Reportable) -> None:
         """Queue a finished exchange's report (`in_flight` no longer counting it)."""
@@ -92,6 +96,12 @@ class ReportQueue:
             self._queued = []
             for exchange in queued:
                 _report(exchange)
+            idle = self.idle
+            if idle is not None:
+                try:
+                    idle()
+                except Exception:
+                    logger.exception("preparing for the next requests failed")
 
     def close(self) -> None:
         """Report what is queued; from now on, report each exchange as it finishes."""

@@ -6,7 +6,8 @@
 and laid out around the dashes column by column), so an id costs one slice and a `list.pop()`; each id is kept as
 bytes (for the header) and as text (for the hop record) from one decode of the whole batch. The bits are the
 OS's, as with uuid4 (ids are visible to clients, so a seeded PRNG whose state they could recover is not used). A
-forked child drops the parent's unused ids, so the two never hand out the same ones. Called from the event loop's
+forked child drops the parent's unused ids, so the two never hand out the same ones. The sidecar draws the next
+batch ahead of time (`prefill`, when its loop is idle), so no request pays for one. Called from the event loop's
 thread only (the batch is not locked).
 """
 
@@ -15,9 +16,10 @@ from __future__ import annotations
 import os
 from binascii import hexlify
 
-__all__ = ["new_request_id", "new_request_id_pair"]
+__all__ = ["new_request_id", "new_request_id_pair", "prefill"]
 
 _BATCH = 256
+_LOW = 64       # prefill() draws the next batch once fewer ids than this are left
 _VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))     # translation tables: byte 6 and byte 8 of a UUID
 _RFC_4122 = bytes(b & 0x3F | 0x80 for b in range(256))
 # Where hex digit j of an id goes in its 36 characters: 8-4-4-4-12, a dash after digits 8, 12, 16 and 20.
@@ -38,6 +40,13 @@ def new_request_id_pair() -> tuple[bytes, str]:
     if not _ids:
         _ids.extend(_draw(_BATCH))
     return _ids.pop()
+
+
+def prefill() -> None:
+    """Draw the next batch before this one runs out, for when the loop has nothing else to do (proxy.reports): a
+    batch costs about as much as a whole request, and the request that found the batch empty would pay for it."""
+    if len(_ids) < _LOW:
+        _ids[:0] = _draw(_BATCH)
 
 
 def _draw(count: int) -> list[tuple[bytes, str]]:
