@@ -825,7 +825,7 @@ class Exchange:
             self._release_limits(self.limits)
         if self._attempt is not None:
             self._end_attempt(self.status, flags.join(self.flags) if self.flags else "")
-        # The hop's times are taken now; its telemetry runs once the responses of this batch of reads are out.
+        # The hop's times are taken now; its telemetry runs once the listener's responses in flight are out.
         self.end_ns = time_ns()
         if self.upstream_ns:
             self.upstream_done_ns = perf_counter_ns()

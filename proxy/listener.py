@@ -61,7 +61,7 @@ class ListenerContext:
     # others get a Hop; with none of those and no span the exchange makes no Hop at all.
     counter: IstioMetrics | None = field(init=False)
     hop_observers: tuple[HopObserver, ...] = field(init=False)
-    # Finished exchanges whose telemetry runs after the loop's current batch of I/O (proxy.reports).
+    # Finished exchanges whose telemetry waits until the listener's responses in flight are out (proxy.reports).
     reports: ReportQueue = field(init=False)
     _drops: dict[tuple[bool, bytes], frozenset[bytes]] = field(init=False, default_factory=dict)
     # Connection value -> response_drop plus its names, for the one or two values upstreams repeat (nginx's

@@ -15,8 +15,10 @@ the first of them.
 So a report lands before anything that arrives after the listener went quiet is read (a /metrics scrape, the
 client's next request), at most `MAX_DELAY` late under load, and the times it reports were taken when the
 exchange finished, not when the report runs. After each batch of reports `idle` runs too: the listener's work
-for the next requests (request ids drawn, root spans made ahead of time), done while the loop would wait anyway. `close()` runs what is queued and makes later reports run inline:
-once the listener stops, the loop may not turn again before the process flushes its spans and exits.
+for the next requests (request ids drawn, root spans made ahead of time), done while the loop would wait anyway.
+
+`close()` runs what is queued and makes later reports run inline: once the listener stops, the loop may not turn
+again before the process flushes its spans and exits.
 """
 
 from __future__ import annotations

@@ -161,8 +161,8 @@ class HopTracer:
             lane = self._lane = encoded_lane(self.tracer)
         if lane is not None:
             ready = self._ready
-            if (ready and context is _EMPTY and self._ready_lane is lane
-                    and self._ready_forks == _forks[0]):
+            # An empty context: no trace header arrived, or none that held a valid trace.
+            if ready and not context and self._ready_lane is lane and self._ready_forks == _forks[0]:
                 made = self._handed = ready.pop(0)      # in the order they were drawn, as the SDK would
                 span = made[0]
                 if span.__class__ is HopSpan:
@@ -265,7 +265,6 @@ class HopTracer:
             span_context, _, recording, sampled = started
             span: trace.Span = (HopSpan(span_context, None, "", 0, sampled, lane) if recording
                                 else NonRecordingSpan(span_context))
-            self._handed = None
             ready.append((span, self.render(span, _EMPTY)))
 
     def inject(self, span: trace.Span, context: Context, out: Headers) -> None:

@@ -57,8 +57,10 @@ def _hop(tracer: HopTracer, incoming: dict[bytes, bytes], name: str, start: int,
     return span, out, tracer.ids(span), rendered
 
 
+@pytest.mark.parametrize("incoming", [{b"accept": b"*/*"}, {b"traceparent": b"00-not-a-trace-01"}])
 @pytest.mark.parametrize("percent", [100, 0])
-def test_a_span_made_ahead_of_time_is_what_the_spot_would_have_made(percent: float) -> None:
+def test_a_span_made_ahead_of_time_is_what_the_spot_would_have_made(percent: float, incoming: dict[bytes, bytes],
+                                                                   ) -> None:
     ahead_ids, spot_ids = CountingIds(), CountingIds()
     ahead, ahead_queued = _tracer(percent, ahead_ids)
     spot, spot_queued = _tracer(percent, spot_ids)
@@ -68,14 +70,14 @@ def test_a_span_made_ahead_of_time_is_what_the_spot_would_have_made(percent: flo
     ahead.prepare()                              # draws READY spans' ids, in order, from 100 on
     for n in range(READY):
         name, start = f"reviews:9080/{n}", 1_700_000_000_000_000_000 + n
-        span, out, ids, rendered = _hop(ahead, {b"accept": b"*/*"}, name, start, start + 5)
-        expected_span, expected_out, expected_ids, expected_rendered = _hop(spot, {b"accept": b"*/*"}, name, start,
-                                                                            start + 5)
+        span, out, ids, rendered = _hop(ahead, incoming, name, start, start + 5)
+        expected_span, expected_out, expected_ids, expected_rendered = _hop(spot, incoming, name, start, start + 5)
         assert type(span) is (HopSpan if percent else NonRecordingSpan)
         assert span.get_span_context() == expected_span.get_span_context()
         assert (out, ids, rendered) == (expected_out, expected_ids, expected_rendered)
     assert encode_spans(ahead_queued) == encode_spans(spot_queued)   # names and times are each request's own
     assert len(ahead_queued) == (READY if percent else 0)
+    assert ahead._ready == []                   # every one of them was handed out
 
 
 def test_a_request_carrying_a_trace_continues_it_and_leaves_the_made_spans() -> None:
