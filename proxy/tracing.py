@@ -45,7 +45,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
-from meshtrace.encodedlane import EncodedLane, encoded_lane
+from meshtrace.encodedlane import EncodedLane, Started, encoded_lane
 from meshtrace.exporters.encoded import TUPLE_CONTEXT
 from meshtrace.propagation import MeshPropagator, is_debug
 from meshtrace.propagation.render import CODES, Block, BlockKind, block
@@ -82,6 +82,14 @@ def _forked() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked)
+
+
+def _lane_span(lane: EncodedLane, started: Started, name: str, start_ns: int) -> trace.Span:
+    """The span of a context `lane.start` gave: a HopSpan when it records, else a NonRecordingSpan."""
+    span_context, parent, recording, sampled = started
+    if not recording:
+        return NonRecordingSpan(span_context)
+    return HopSpan(span_context, parent, name, start_ns, sampled, lane)
 
 
 def _header_to_inject(name: str) -> bytes | None:
@@ -171,10 +179,7 @@ class HopTracer:
                 return span, context
             started = lane.start(context)
             if started is not None:
-                span_context, parent, recording, sampled = started
-                if not recording:
-                    return NonRecordingSpan(span_context), context
-                return HopSpan(span_context, parent, name, start_ns, sampled, lane), context
+                return _lane_span(lane, started, name, start_ns), context
         return start_span(self.tracer, name, context, self.kind, start_time=start_ns), context
 
     def _learn(self, layout: tuple[bytes, ...]) -> tuple[frozenset[bytes], tuple[bytes, ...]]:
@@ -262,9 +267,7 @@ class HopTracer:
             started = lane.start(_EMPTY)
             if started is None:
                 return      # a sampler whose root decision needs should_sample: the SDK span's way, per request
-            span_context, _, recording, sampled = started
-            span: trace.Span = (HopSpan(span_context, None, "", 0, sampled, lane) if recording
-                                else NonRecordingSpan(span_context))
+            span = _lane_span(lane, started, "", 0)     # its name and start time are set when it is handed out
             ready.append((span, self.render(span, _EMPTY)))
 
     def inject(self, span: trace.Span, context: Context, out: Headers) -> None:
