@@ -1,7 +1,7 @@
 """Hop reports (the Istio counters, the hop span's end, the access log) run when the listener's responses are out.
 
-Theory of operation. When an exchange finishes, its response is already written; what is left is telemetry, a
-third of a traced request's instructions. Run inline, it delays every response still to come: at a steady
+Theory of operation. When an exchange finishes, its response is already written; what is left is telemetry,
+about a quarter of a traced request's instructions. Run inline, it delays every response still to come: at a steady
 1000 req/s requests arrive in bunches (a load generator's timer tick, a client fanning out), and the loop's time
 in the slowest 1% of requests was the other requests' callbacks, so the third response of a bunch waited for the
 first two's spans to be encoded. So `Exchange.finish` hands the exchange to its listener's `ReportQueue`, which
@@ -99,7 +99,7 @@ class ReportQueue:
             for exchange in queued:
                 _report(exchange)
             idle = self.idle
-            if idle is not None:
+            if idle is not None and not self._closed:    # nothing to prepare for once the listener stops
                 try:
                     idle()
                 except Exception:
