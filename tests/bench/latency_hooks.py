@@ -76,13 +76,14 @@ def waits(requests: list[tuple[float, float, float, float]], reports: list[tuple
     starts = [c[0] for c in callbacks]
     result: dict[str, list[float]] = {"wait for upstream, all": [], "others' callbacks in it": [],
                                       "slowest 1%: wait": [], "slowest 1%: others' callbacks": []}
-    for r in requests:
-        result["wait for upstream, all"].append(r[2] - r[1])
-        result["others' callbacks in it"].append(_busy(callbacks, starts, r[1], r[2]))
-    slowest = sorted(requests, key=lambda r: r[3] - r[0])[-max(1, len(requests) // 100):]
-    for r in slowest:
-        result["slowest 1%: wait"].append(r[2] - r[1])
-        result["slowest 1%: others' callbacks"].append(_busy(callbacks, starts, r[1], r[2]))
+    # (time in the sidecar, wait, others' callbacks in the wait) per request
+    timed = [(r[3] - r[0], r[2] - r[1], _busy(callbacks, starts, r[1], r[2])) for r in requests]
+    for _, wait, busy in timed:
+        result["wait for upstream, all"].append(wait)
+        result["others' callbacks in it"].append(busy)
+    for _, wait, busy in sorted(timed)[-max(1, len(timed) // 100):]:
+        result["slowest 1%: wait"].append(wait)
+        result["slowest 1%: others' callbacks"].append(busy)
     return result
 
 

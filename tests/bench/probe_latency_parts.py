@@ -96,16 +96,17 @@ def main() -> int:
         parts = json.loads(out.read_text())
     print("\ninside the sidecar, µs per request (one request in flight):")
     print(f"{'':<22} {'n':>7} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>8}")
-    for name in PARTS:
-        row = parts[name]
-        if row.get("n"):
-            print(f"{name:<22} {row['n']:>7} {row['p50']:>7} {row['p90']:>7} {row['p99']:>7} {row['max']:>8}")
+    _print_rows(parts, PARTS, 22)
     print("\nevery request (the slowest 1% by time in the sidecar), µs:")
-    for name in WAITS:
+    _print_rows(parts, WAITS, 30)
+    return 0
+
+
+def _print_rows(parts: dict[str, dict[str, float]], names: tuple[str, ...], width: int) -> None:
+    for name in names:
         row = parts[name]
         if row.get("n"):
-            print(f"{name:<30} {row['n']:>7} {row['p50']:>7} {row['p90']:>7} {row['p99']:>7} {row['max']:>8}")
-    return 0
+            print(f"{name:<{width}} {row['n']:>7} {row['p50']:>7} {row['p90']:>7} {row['p99']:>7} {row['max']:>8}")
 
 
 if __name__ == "__main__":
