@@ -84,11 +84,11 @@ class ListenerContext:
         # Stripped from every response: hop-by-hop headers and the peer header (read on the outbound side).
         self.response_drop = HOP_BY_HOP | {self.peer_header}
 
-    def prepare(self) -> None:
-        """For the next requests, when the loop is idle: request ids drawn, root spans made (proxy.reports)."""
+    def prepare(self, until: int) -> bool:
+        """For the next requests, when the loop is idle: request ids drawn, root spans made (proxy.reports), until
+        `until` (`perf_counter_ns()`) after one span at least; returns whether more spans are wanted."""
         prefill()
-        if self.tracer is not None:
-            self.tracer.prepare()
+        return self.tracer is not None and self.tracer.prepare(until)
 
     def drop_with(self, response: bool, connection: bytes) -> frozenset[bytes]:
         """`request_drop`/`response_drop` plus the names a `Connection` value lists, cached: peers send the same

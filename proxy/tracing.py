@@ -23,12 +23,12 @@ tests/proxy/test_hop_wire.py holds both paths' exports equal.
 
 Made ahead of time. Most requests at the edge, and every call an app makes without copying trace headers, start a
 root span on an empty context; its ids, sampling decision and header block depend on nothing the request says.
-`prepare()`, run when the loop is idle (after the hop reports, proxy.reports), makes up to `READY` such spans on the
-encoded lane with their header blocks, and `start()` hands one out for a request without trace headers, setting
-only its name and start time; `render()` then returns the block made with it. So a traced request without trace
-headers costs about what an untraced one does between reading the request and writing it upstream. They are
-dropped when the lane changes (the tracer's processors or config) and in a forked child (the parent hands out the
-same ones).
+`prepare()`, run when the loop is idle (after the hop reports, proxy.reports, a turn's worth at a time), makes up to
+`READY` such spans on the encoded lane with their header blocks, and `start()` hands one out for a request without
+trace headers, setting only its name and start time; `render()` then returns the block made with it. So a traced
+request without trace headers costs about what an untraced one does between reading the request and writing it
+upstream. They are dropped when the lane changes (the tracer's processors or config) and in a forked child (the
+parent hands out the same ones).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from time import perf_counter_ns  # bound: compiled, `time.x()` is a module getattr, then the call
 from typing import Any, cast
 
 from opentelemetry import baggage as otel_baggage
@@ -251,14 +252,16 @@ class HopTracer:
             render = self._blocks[index] = block(codes, _kind(index))
         return render(trace_id, span_id, parent_id, trace_state.to_header() if state else "")
 
-    def prepare(self) -> None:
+    def prepare(self, until: int | None = None) -> bool:
         """Make root spans ahead of time, with their header blocks, up to `READY` (see the module docstring); for
-        when the loop has nothing else to do. Nothing before the first span has set up the encoded lane."""
+        when the loop has nothing else to do. With `until` (a `perf_counter_ns()` time), stops once it is reached,
+        after one span at least. Returns whether more are wanted. Nothing before the first span has set up the
+        encoded lane."""
         ready = self._ready
         lane = self._lane
         if lane is None or self._codes is None or not lane.unchanged(self.tracer):
             ready.clear()
-            return
+            return False
         if self._ready_lane is not lane or self._ready_forks != _forks[0]:
             ready.clear()
             self._ready_lane = lane
@@ -266,9 +269,12 @@ class HopTracer:
         while len(ready) < READY:
             started = lane.start(_EMPTY)
             if started is None:
-                return      # a sampler whose root decision needs should_sample: the SDK span's way, per request
+                return False    # a sampler whose root decision needs should_sample: the SDK span's way, per request
             span = _lane_span(lane, started, "", 0)     # its name and start time are set when it is handed out
             ready.append((span, self.render(span, _EMPTY)))
+            if until is not None and perf_counter_ns() >= until:
+                return len(ready) < READY
+        return False
 
     def inject(self, span: trace.Span, context: Context, out: Headers) -> None:
         """Append the configured trace headers for `span` to `out` (which must not hold any already), as

@@ -1,6 +1,7 @@
 """Hop reports run once the listener's responses are out (proxy.reports): every response of a batch, and of a bunch
 still in flight, goes out before any of their telemetry; none waits longer than MAX_DELAY or MAX_QUEUED; none is
-lost, and one failing report does not stop the others."""
+lost, and one failing report does not stop the others. They run in turns of SLICE_NS, so a request that arrives
+meanwhile is read after one turn, not after all of them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import uvloop
 from proxy_harness import RawServer, SidecarThread, raw_exchange, read_head, sidecar_config
 
-from meshtrace.proxy.reports import MAX_DELAY, MAX_QUEUED, ReportQueue
+from meshtrace.proxy.reports import MAX_DELAY, MAX_QUEUED, SLICE_NS, ReportQueue
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
@@ -90,6 +91,87 @@ def test_reports_run_before_anything_read_after_the_batch(loop: asyncio.Abstract
         server.close()
         loop.run_until_complete(server.wait_closed())
     assert log == ["read", "write a", "report a", "client has its reply"]
+
+
+class _Slow(_Finished):
+    """A report that takes longer than a turn (a traced report of a cold loop takes about 14 µs, SLICE_NS 20)."""
+
+    def report(self) -> None:
+        until = time.perf_counter_ns() + 2 * SLICE_NS
+        while time.perf_counter_ns() < until:
+            pass
+        super().report()
+
+
+def test_a_request_arriving_during_the_reports_is_read_after_one_turn(loop: asyncio.AbstractEventLoop) -> None:
+    """The client answered last sends its next request at once: it must not wait for the whole bunch's telemetry."""
+    log: list[str] = []
+    queue = ReportQueue(loop)
+    responses, responses_in = socket.socketpair()
+    requests, requests_in = socket.socketpair()
+
+    def on_response() -> None:
+        """The upstream read that answers the bunch's last client, from the loop's poll as in the sidecar; the
+        client's next request is on its way at once."""
+        responses.recv(16)
+        loop.remove_reader(responses.fileno())
+        for name in "0123":
+            queue.add(_Slow(name, log))
+        requests_in.send(b"GET")
+
+    def on_request() -> None:
+        requests.recv(16)
+        loop.remove_reader(requests.fileno())
+        log.append("read")
+
+    async def main() -> None:
+        loop.add_reader(responses.fileno(), on_response)
+        loop.add_reader(requests.fileno(), on_request)
+        responses_in.send(b"HTTP")
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+            if len(log) == 5:
+                break
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        for sock in (responses, responses_in, requests, requests_in):
+            sock.close()
+    assert log == ["report 0", "read", "report 1", "report 2", "report 3"]
+
+
+def test_idle_work_goes_in_turns_until_done(loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture,
+                                            ) -> None:
+    """The listener's idle work (spans made ahead) runs after reports, a turn at a time while it wants more; a
+    failing one is logged and stops; without new reports it does not run again."""
+    log: list[str] = []
+    queue = ReportQueue(loop)
+    wants = [True, True, False, True]       # the last: a failing call after the next report
+
+    def idle(until: int) -> bool:
+        assert until > 0
+        log.append("idle")
+        if len(wants) == 1:
+            raise RuntimeError("no spans today")
+        return wants.pop(0)
+
+    queue.idle = idle
+
+    async def main() -> None:
+        queue.add(_Finished("a", log))
+        await asyncio.sleep(0.01)
+        log.append("quiet")
+        await asyncio.sleep(0.01)
+        queue.add(_Finished("b", log))
+        await asyncio.sleep(0.01)
+        queue.add(_Finished("c", log))
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.ERROR, logger="meshtrace.proxy"):
+        loop.run_until_complete(main())
+    assert log == ["report a", "idle", "idle", "idle", "quiet", "report b", "idle", "report c", "idle"]
+    assert caplog.text.count("preparing for the next requests failed") == 2
 
 
 def test_a_failing_report_is_logged_and_the_rest_still_run(loop: asyncio.AbstractEventLoop,

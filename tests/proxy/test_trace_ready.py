@@ -119,3 +119,15 @@ def test_a_forked_child_does_not_hand_out_the_parents_spans() -> None:
     tracer.prepare()                             # the child makes its own
     assert not made & {_ids(s) for s, _ in tracer._ready}
 
+
+
+def test_a_turn_that_runs_out_makes_one_span_and_asks_for_another_turn() -> None:
+    """The loop's idle work goes in turns (proxy.reports): a turn already over still makes progress, one span."""
+    tracer, _ = _tracer(100, CountingIds())
+    _hop(tracer, {}, "warm-up", 1, 2)
+    assert tracer.prepare(until=0) is True       # `until` long past
+    assert len(tracer._ready) == 1
+    assert tracer.prepare() is False             # no end: all of them, and nothing more wanted
+    assert len(tracer._ready) == READY
+    assert tracer.prepare(until=0) is False      # full: nothing made
+    assert len(tracer._ready) == READY
