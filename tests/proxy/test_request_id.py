@@ -1,10 +1,14 @@
-"""Request ids the sidecar makes are version-4 UUIDs, all different, and a forked child never repeats its parent's."""
+"""Request ids the sidecar makes are version-4 UUIDs, all different, and a forked child never repeats its parent's;
+the next batch is drawn while the loop is idle, not by a request."""
 
 from __future__ import annotations
 
 import os
 import uuid
 
+import pytest
+
+from meshtrace.proxy import request_id
 from meshtrace.proxy.request_id import new_request_id, new_request_id_pair
 
 
@@ -41,3 +45,23 @@ def test_the_pair_is_one_id_as_bytes_and_as_text() -> None:
     pairs = [new_request_id_pair() for _ in range(600)]     # across a refill
     assert all(text.encode("ascii") == value for value, text in pairs)
     assert len({value for value, _ in pairs}) == len(pairs)
+
+
+def test_prefill_draws_the_next_batch_ahead_so_no_request_waits_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_randomness(size: int) -> bytes:
+        raise AssertionError("a request drew a batch")
+
+    request_id._forget_batch()                        # as a forked child starts: nothing drawn, nothing ahead
+    while request_id._ids.at == 0 or len(request_id._ids.batch) - request_id._ids.at >= 40 * 36:
+        new_request_id()                              # into the current batch's last 40 ids
+    monkeypatch.setattr(os, "urandom", no_randomness)
+    left = (len(request_id._ids.batch) - request_id._ids.at) // 36
+    with pytest.raises(AssertionError):
+        request_id.prefill()                          # fewer than 64 left: it draws (here, it would)
+    monkeypatch.undo()
+    request_id.prefill()
+    monkeypatch.setattr(os, "urandom", no_randomness)
+    request_id.prefill()                              # drawn already: nothing more
+    ids = [new_request_id() for _ in range(left + 200)]     # past the end of the batch, into the one drawn ahead
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(value.decode("ascii")).version == 4 for value in ids)
