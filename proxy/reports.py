@@ -126,10 +126,11 @@ class ReportQueue:
                     _report(exchange)
             else:
                 done = 0
+                count = len(queued)
                 for exchange in queued:
                     _report(exchange)
                     done += 1
-                    if perf_counter_ns() >= until:
+                    if done < count and perf_counter_ns() >= until:    # the clock only when more are left
                         break
                 del queued[:done]       # reports never queue more: `queued` is still the queue
                 if queued:

@@ -1,15 +1,15 @@
 """`x-request-id` values: random (version 4) UUIDs, as Envoy makes them, from a batch of OS randomness.
 
-`str(uuid.uuid4())` costs a getrandom() call, a UUID object and its formatting per request; here one
-`os.urandom` call serves 256 ids, and the whole batch is formatted at once by a few dozen C-level slice operations
-(the version and variant bits set by translating every 16th byte, the hex digits of all ids made by one `hexlify`
-and laid out around the dashes column by column) into one run of 36-byte ids, kept as bytes (for the header) and
-as text (for the hop record) from one decode. An id is then two slices at an offset: cutting the whole batch into
-pairs up front cost about 2k instructions per id, most of a batch's 540k. The bits are the OS's, as with uuid4 (ids
-are visible to clients, so a seeded PRNG whose state they could recover is not used). A forked child drops the
-parent's unused ids, so the two never hand out the same ones. The sidecar draws the next batch ahead of time
-(`prefill`, when its loop is idle), so no request pays for one. Called from the event loop's thread only (the
-batch is not locked).
+`str(uuid.uuid4())` costs a getrandom() call, a UUID object and its formatting per request; here one `os.urandom`
+call serves 256 ids, and the whole batch is formatted at once by a few dozen C-level slice operations (the version
+and variant bits set by translating every 16th byte, the hex digits of all ids made by one `hexlify` and laid out
+around the dashes column by column) into one run of 36-byte ids, kept as bytes (for the header) and as text (for the
+hop record) from one decode. An id is then two slices at an offset: cutting the whole batch into pairs up front took
+about 0.9k instructions per id, near half of a batch's 540k (most of the rest is the strided layout). The bits are
+the OS's, as with uuid4 (ids are visible to clients, so a seeded PRNG whose state they could recover is not used). A
+forked child drops the parent's unused ids, so the two never hand out the same ones. The sidecar draws the next
+batch ahead of time (`prefill`, when its loop is idle), so no request pays for one. Called from the event loop's
+thread only (the batch is not locked).
 """
 
 from __future__ import annotations
