@@ -19,8 +19,9 @@ for the next requests (request ids drawn, root spans made ahead of time), done w
 
 In turns. A client answered at the end of a bunch often sends its next request at once (a load generator whose
 timers fire as it reads a response, a caller's next call), and it arrives while that bunch's telemetry runs: a
-traced report takes about 14 µs and a span made ahead 5 µs on these machines, so a bunch of four held such a
-request back by up to 80 µs. A turn of `run` stops after `SLICE_NS` (after one report at least) and schedules the
+traced report takes about 14 µs at 1000 req/s on these machines (tests/bench/probe_latency_parts.py, p50) and a span
+made ahead about as many instructions (16k against 18k), so a bunch of four could hold such a request back by
+100 µs. A turn of `run` stops after `SLICE_NS` (after one report at least) and schedules the
 next with `call_soon`; the loop polls in between (uvloop polls before running callbacks scheduled by callbacks,
 asyncio before the ones of its next turn), so a request that came meanwhile waits for one slice at most. The idle
 work goes by the same turns. Behind traffic that never pauses (`MAX_QUEUED` reached, or `MAX_DELAY` passed) a run
@@ -132,7 +133,7 @@ class ReportQueue:
                     done += 1
                     if done < count and perf_counter_ns() >= until:    # the clock only when more are left
                         break
-                del queued[:done]       # reports never queue more: `queued` is still the queue
+                del queued[:done]       # `queued` is still the queue (`add` appends to it, never replaces it)
                 if queued:
                     self._next_turn()
                     return
