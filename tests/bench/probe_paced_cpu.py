@@ -8,12 +8,12 @@ forwarder (tests/bench/blind_forwarder.py: the floor of any proxy built on uvloo
 (100%) and untraced. For each it prints wrk's p50/p99 and, per request, the proxy's user and system CPU
 microseconds and its voluntary and involuntary context switches, from /proc before and after each run.
 
-What it showed (2-vCPU nested-virtualisation machines, session 10): system time per request was alike everywhere
-(35-45 µs: the same four socket calls and the wake-ups they cause); user time was nginx 6-20 µs, the blind forwarder
-10-12, the untraced sidecar 45-57 and the traced one 69-103. The sidecar was preempted 1.3-1.6 times per request,
-against 0.6-0.7 for nginx and the forwarder: the peer its write wakes takes the CPU while the sidecar still has
-Python to run. So the sidecar's paced latency above nginx's is its Python per request, not uvloop and not the system
-calls.
+What it showed (2-vCPU nested-virtualisation machines, session 10, three rounds): system time per request alike
+everywhere (33-47 µs: the same four socket calls and the wake-ups they cause); user time nginx 12-18 µs, the blind
+forwarder 8-18, the untraced sidecar 60-74 and the traced one 90-107. The sidecar was preempted 1.3-1.6 times per
+request, against 0.6-0.7 for nginx and the forwarder: the peer its write wakes takes the CPU while the sidecar still
+has Python to run. So the sidecar's paced latency above nginx's is its Python per request, not uvloop and not the
+system calls.
 """
 
 from __future__ import annotations
