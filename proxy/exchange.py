@@ -600,11 +600,17 @@ class Exchange:
         # one or two of them (nginx's Connection), so removing those costs less than filtering every header.
         out: Headers = head.headers
         hmap = head.hmap
-        dropped = drop.intersection(hmap)
+        # A native loop over the head's few names; `frozenset.intersection` was a generic method call (1.9k).
+        dropped = [name for name in hmap if name in drop]
         if dropped:
             if len(hmap) == len(out):      # no name repeats: each dropped name is exactly one (name, value) pair
                 for name in dropped:
-                    out.remove((name, hmap[name]))
+                    # Found by name alone, a native loop: `list.remove` compared whole tuples generically (1.4k
+                    # instructions for nginx's Connection).
+                    for index in range(len(out)):
+                        if out[index][0] == name:
+                            out.pop(index)
+                            break
             else:
                 out = [pair for pair in out if pair[0] not in drop]
         if ctx.inbound:
