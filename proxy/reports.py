@@ -96,9 +96,7 @@ class ReportQueue:
         queued = self._queued
         queued.append(exchange)
         if self.in_flight <= 0 or len(queued) >= MAX_QUEUED:
-            if not self._soon:
-                self._soon = True
-                self._call_soon(self._run)
+            self._next_turn()
         elif self._deadline is None:
             self._deadline = self._call_later(MAX_DELAY, self._overdue)
 
@@ -121,22 +119,18 @@ class ReportQueue:
         queued = self._queued
         if queued:
             self._idle_due = True
-            if everything or self._closed:
-                self._queued = []
-                for exchange in queued:
-                    _report(exchange)
-            else:
-                done = 0
-                count = len(queued)
-                for exchange in queued:
-                    _report(exchange)
-                    done += 1
-                    if done < count and perf_counter_ns() >= until:    # the clock only when more are left
-                        break
-                del queued[:done]       # `queued` is still the queue (`add` appends to it, never replaces it)
-                if queued:
-                    self._next_turn()
-                    return
+            sliced = not (everything or self._closed)
+            done = 0
+            count = len(queued)
+            for exchange in queued:
+                _report(exchange)
+                done += 1
+                if sliced and done < count and perf_counter_ns() >= until:    # the clock only when more are left
+                    break
+            del queued[:done]       # `queued` is still the queue (`add` appends to it, never replaces it)
+            if queued:
+                self._next_turn()
+                return
         idle = self.idle
         if self._idle_due and idle is not None and not self._closed:   # nothing to prepare once the listener stops
             try:
