@@ -62,6 +62,31 @@ function delay()
 end
 """
 
+# nginx `location`s: the upstream every path is measured against, and nginx as a reverse proxy in front of it.
+UPSTREAM_LOCATION = 'location / { default_type text/plain; return 200 "hello from the upstream\\n"; }'
+PROXY_LOCATION = 'location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+
+
+def otlp_sink() -> ThreadingHTTPServer:
+    """An OTLP/HTTP endpoint on a free 127.0.0.1 port that accepts and discards (counting its POSTs in
+    `spans_posted`), served by a daemon thread; `shutdown()` it when done."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
+    sink.spans_posted = 0  # type: ignore[attr-defined]
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    return sink
+
+
+def otlp_env(sink_port: int) -> dict[str, str]:
+    """The environment of a sidecar exporting its spans over OTLP to the sink on `sink_port`."""
+    return {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+            "OTEL_TRACES_EXPORTER": "otlp", "MESHTRACE_EXPORTER": "otlp"}
+
+
+def sidecar_command(port: int, upstream_port: int, *extra: str) -> list[str]:
+    """`meshtrace proxy` listening on `port` in front of `upstream_port`, with no access log; `extra` adds flags."""
+    return [str(MESHTRACE), "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
+            "--service", "bench", "--access-log", "", *extra]
+
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
@@ -241,13 +266,11 @@ http {{
 
     def run(self) -> list[Result]:
         results = []
-        self.nginx("upstream", self.upstream_port,
-                   'location / { default_type text/plain; return 200 "hello from the upstream\\n"; }')
+        self.nginx("upstream", self.upstream_port, UPSTREAM_LOCATION)
         results.append(self.measure("direct", self.upstream_port, None))
 
         port = free_port()
-        proc = self.nginx("proxy", port, 'location / { proxy_pass http://app; proxy_http_version 1.1; '
-                                         'proxy_set_header Connection ""; }')
+        proc = self.nginx("proxy", port, PROXY_LOCATION)
         results.append(self.measure("nginx (1 worker)", port, tree(proc.pid)))
 
         port = free_port()
@@ -270,9 +293,7 @@ backend be
         proc = self.start(["haproxy", "-f", str(cfg)], port)
         results.append(self.measure("haproxy (1 thread)", port, tree(proc.pid)))
 
-        sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
-        sink.spans_posted = 0  # type: ignore[attr-defined]
-        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        sink = otlp_sink()
         # The issue's configuration first (tracing at 100% + metrics); then Istio's default 1% sampling and
         # tracing off, to show where the time goes.
         variants = [("meshtrace sidecar", ["--sampling", "100"]), ("meshtrace, 1% sampled", ["--sampling", "1"]),
@@ -280,11 +301,8 @@ backend be
         try:
             for name, extra in variants:
                 port, admin = free_port(), free_port()
-                env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
-                       "OTEL_TRACES_EXPORTER": "otlp", "MESHTRACE_EXPORTER": "otlp"}
-                proc = self.start([str(MESHTRACE), "proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
-                                   f"127.0.0.1:{self.upstream_port}", "--admin", f"127.0.0.1:{admin}",
-                                   "--service", "bench", "--access-log", "", *extra], port, env=env)
+                proc = self.start(sidecar_command(port, self.upstream_port, "--admin", f"127.0.0.1:{admin}", *extra),
+                                  port, env=otlp_env(sink.server_address[1]))
                 results.append(self.measure(name, port, [proc.pid]))
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics") as response:
                     metrics = response.read().decode()
@@ -302,18 +320,14 @@ backend be
         """The outbound listener, plain and with 50 header-matched Istio routes (the last one matching)."""
         rules = self.dir / "rules.yaml"
         rules.write_text(routes_yaml(ROUTES, self.upstream_port))
-        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-               "OTEL_TRACES_EXPORTER": "otlp", "MESHTRACE_EXPORTER": "otlp"}
         results = []
         for name, extra, headers in [
             ("outbound, no rules", [], [f"Host: 127.0.0.1:{self.upstream_port}"]),
             (f"outbound, {ROUTES} routes", ["--rules", str(rules)], ["Host: bench:80", f"x-route: r{ROUTES - 1}"]),
         ]:
             port = free_port()
-            proc = self.start([str(MESHTRACE), "proxy", "--listen", f"127.0.0.1:{free_port()}", "--upstream",
-                               f"127.0.0.1:{self.upstream_port}", "--outbound", f"127.0.0.1:{port}",
-                               "--service", "bench", "--access-log", "", "--sampling", "100", *extra],
-                              port, env=env)
+            proc = self.start(sidecar_command(free_port(), self.upstream_port, "--outbound", f"127.0.0.1:{port}",
+                                              "--sampling", "100", *extra), port, env=otlp_env(sink_port))
             results.append(self.measure(name, port, [proc.pid], headers))
         return results
 

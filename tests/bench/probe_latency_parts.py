@@ -24,12 +24,9 @@ import os
 import signal
 import sys
 import tempfile
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from bench_proxy import MESHTRACE, PACED_LUA, Bench, wrk
-from benchkit import OtlpSink
+from bench_proxy import PACED_LUA, PROXY_LOCATION, UPSTREAM_LOCATION, Bench, otlp_env, otlp_sink, sidecar_command, wrk
 
 from meshtrace.demo.processes import free_port
 
@@ -65,25 +62,19 @@ def main() -> int:
         script = workdir / "paced.lua"
         script.write_text(PACED_LUA)
         bench = Bench(workdir, args.duration)
-        sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
-        sink.spans_posted = 0  # type: ignore[attr-defined]
-        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        sink = otlp_sink()
         try:
-            bench.nginx("upstream", bench.upstream_port,
-                        'location / { default_type text/plain; return 200 "hello from the upstream\\n"; }')
+            bench.nginx("upstream", bench.upstream_port, UPSTREAM_LOCATION)
             port = free_port()
-            bench.nginx("proxy", port, 'location / { proxy_pass http://app; proxy_http_version 1.1; '
-                                       'proxy_set_header Connection ""; }')
+            bench.nginx("proxy", port, PROXY_LOCATION)
             paced(bench, "nginx (1 worker)", port, args.runs, script)
 
             port, admin, out = free_port(), free_port(), workdir / "parts.json"
-            env = {**os.environ, "PYTHONPATH": f"{hooks}{os.pathsep}{HERE}", "MESHTRACE_LATENCY_HOOKS_OUT": str(out),
-                   "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
-                   "OTEL_TRACES_EXPORTER": "otlp", "MESHTRACE_EXPORTER": "otlp"}
+            env = {**otlp_env(sink.server_address[1]), "PYTHONPATH": f"{hooks}{os.pathsep}{HERE}",
+                   "MESHTRACE_LATENCY_HOOKS_OUT": str(out)}
             tracing = ["--no-tracing"] if args.mode == "off" else ["--sampling", args.mode]
-            sidecar = bench.start([str(MESHTRACE), "proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
-                                   f"127.0.0.1:{bench.upstream_port}", "--admin", f"127.0.0.1:{admin}",
-                                   "--service", "bench", "--access-log", "", *tracing], port, env=env)
+            sidecar = bench.start(sidecar_command(port, bench.upstream_port, "--admin", f"127.0.0.1:{admin}",
+                                                  *tracing), port, env=env)
             paced(bench, f"meshtrace ({args.mode})", port, args.runs, script)
             sidecar.send_signal(signal.SIGTERM)
             sidecar.wait(30)

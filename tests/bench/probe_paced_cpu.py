@@ -19,16 +19,22 @@ system calls.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 # The sibling scripts' helpers (their directory is sys.path[0] when this runs as a script).
-from bench_proxy import MESHTRACE, PACED_LUA, Bench, tree, wrk
-from benchkit import OtlpSink
+from bench_proxy import (
+    PACED_LUA,
+    PROXY_LOCATION,
+    UPSTREAM_LOCATION,
+    Bench,
+    otlp_env,
+    otlp_sink,
+    sidecar_command,
+    tree,
+    wrk,
+)
 from probe_sidecar_threads import Stats, thread_stats
 
 from meshtrace.demo.processes import free_port
@@ -53,28 +59,22 @@ def main() -> int:
         bench = Bench(Path(workdir), args.duration)
         script = Path(workdir) / "paced.lua"
         script.write_text(PACED_LUA)
-        sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
-        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        sink = otlp_sink()
         try:
             upstream = bench.upstream_port
-            bench.nginx("upstream", upstream,
-                        'location / { default_type text/plain; return 200 "hello from the upstream\\n"; }')
+            bench.nginx("upstream", upstream, UPSTREAM_LOCATION)
             paths: dict[str, tuple[int, list[int]]] = {}
             port = free_port()
-            proc = bench.nginx("proxy", port, 'location / { proxy_pass http://app; proxy_http_version 1.1; '
-                                              'proxy_set_header Connection ""; }')
+            proc = bench.nginx("proxy", port, PROXY_LOCATION)
             paths["nginx (1 worker)"] = (port, tree(proc.pid))
             port = free_port()
             proc = bench.start([sys.executable, str(HERE / "blind_forwarder.py"), str(port), str(upstream)], port)
             paths["blind uvloop forwarder"] = (port, [proc.pid])
-            env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
-                   "OTEL_TRACES_EXPORTER": "otlp", "MESHTRACE_EXPORTER": "otlp"}
             for name, extra in (("meshtrace, 100% traced", ["--sampling", "100"]),
                                 ("meshtrace, no tracing", ["--no-tracing"])):
                 port = free_port()
-                proc = bench.start([str(MESHTRACE), "proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
-                                    f"127.0.0.1:{upstream}", "--admin", f"127.0.0.1:{free_port()}",
-                                    "--service", "bench", "--access-log", "", *extra], port, env=env)
+                proc = bench.start(sidecar_command(port, upstream, *extra), port,
+                                   env=otlp_env(sink.server_address[1]))
                 paths[name] = (port, [proc.pid])
             for port, _ in paths.values():
                 wrk(f"http://127.0.0.1:{port}/", connections=20, duration=2)     # warm-up: pools, caches

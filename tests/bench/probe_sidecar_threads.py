@@ -12,20 +12,16 @@ the process several times over: its counts per request are what to read, not its
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 # The sibling script's helpers (its directory is sys.path[0] when this runs as a script).
-from bench_proxy import CLK_TCK, MESHTRACE, Bench, wrk
-from benchkit import OtlpSink
+from bench_proxy import CLK_TCK, UPSTREAM_LOCATION, Bench, otlp_env, otlp_sink, sidecar_command, wrk
 
 from meshtrace.demo.processes import free_port
 
@@ -68,20 +64,14 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshtrace-probe-") as workdir:
         bench = Bench(Path(workdir), args.duration)
-        sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
-        sink.spans_posted = 0  # type: ignore[attr-defined]
-        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        sink = otlp_sink()
         try:
-            bench.nginx("upstream", bench.upstream_port,
-                        'location / { default_type text/plain; return 200 "hello from the upstream\\n"; }')
-            env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
-                   "OTEL_TRACES_EXPORTER": "otlp", "MESHTRACE_EXPORTER": "otlp"}
+            bench.nginx("upstream", bench.upstream_port, UPSTREAM_LOCATION)
+            env = otlp_env(sink.server_address[1])
             for variant in args.variants.split(","):
                 extra = ["--sampling", "100"] if variant == "traced" else ["--no-tracing"]
                 port = free_port()
-                proc = bench.start([str(MESHTRACE), "proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
-                                    f"127.0.0.1:{bench.upstream_port}", "--service", "bench", "--access-log", "",
-                                    *extra], port, env=env)
+                proc = bench.start(sidecar_command(port, bench.upstream_port, *extra), port, env=env)
                 url = f"http://127.0.0.1:{port}/"
                 wrk(url, connections=20, duration=2)
                 posted = sink.spans_posted  # type: ignore[attr-defined]
